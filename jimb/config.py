@@ -1,0 +1,117 @@
+"""The complete description of a run: every key lives here, so a misspelt one is an error.
+
+Experiment configs (`configs/*.py`) start from `base_config()` and set values; the result is
+locked, so assigning or overriding (`--config.a.b=v`) a key that does not exist fails and names
+it. Model, loss and optimizer blocks hold the options of the chosen factory, which rejects
+options it does not take (see `jimb.registry`).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Where the examples come from (jimb.data.sources).
+  c.data = ml_collections.ConfigDict(dict(
+      source="sklearn",      # sklearn | npz | image_folder | csv | tfds
+      name="digits",         # sklearn: digits|breast_cancer|wine|iris; tfds: builder name
+      path="",               # npz file, image folder or csv file
+      split="train",         # tfds split
+      npz_split=-1,          # npz: keep rows whose `split` equals this (-1: all rows)
+      data_dir="",           # tfds data_dir ("" = the tfds default)
+      download=False,        # tfds: allowed to download and prepare when missing
+      image_key="image",     # tfds feature / npz array holding the inputs
+      label_key="label",     # tfds feature / npz array / csv column holding the labels
+      group_key="",          # npz array / csv column / tfds feature with patient or lesion ids
+      image_size=0,          # image folder: resize to this square size (0: keep, all equal)
+      feature_columns="",    # csv: comma-separated feature columns ("" = all other columns)
+      categorical="error",   # csv non-numeric feature columns: error | drop | onehot
+      impute="",             # tables with NaN: "" (error) | mean | median | most_frequent
+      normalize="dataset",   # images: dataset | imagenet | none; tables: dataset (standard) | minmax | none
+  ))
+
+  # Making a balanced source imbalanced for study (jimb.data.imbalance).
+  c.imbalance = ml_collections.ConfigDict(dict(
+      profile="none",        # none | exp | step
+      ratio=10.0,            # imbalance ratio n_max / n_min
+      max_per_class=0,       # n_max (0: the smallest class count of the source)
+      shuffle_classes=False,  # which class is the head: False keeps class 0 as the head
+  ))
+
+  # Stratified (grouped) k-fold with a validation part (jimb.data.splits).
+  c.split = ml_collections.ConfigDict(dict(
+      folds=5,
+      val_fraction=0.15,     # carved from each training fold, stratified (and grouped)
+      small_classes="error",  # a class with fewer members than folds: error | drop
+      only_folds="",         # comma-separated fold indices to run ("" = all)
+  ))
+
+  # Which training examples each batch holds (jimb.data.sampler).
+  c.sampler = ml_collections.ConfigDict(dict(
+      name="instance",       # instance | class_balanced | power
+      q=0.5,                 # power: class c drawn with probability proportional to n_c ** q
+  ))
+
+  # Training-time augmentation of images (jimb.data.augment); never applied to evaluation.
+  c.augment = ml_collections.ConfigDict(dict(
+      enabled=False,
+      hflip=True,
+      vflip=True,
+      rotation=20.0,         # degrees, uniform in [-rotation, rotation]
+      brightness=0.2,        # factors uniform in [1 - v, 1 + v]
+      contrast=0.2,
+      saturation=0.2,        # colour images only
+      hue=0.2,               # shift uniform in [-v, v] turns of the hue circle (torchvision convention)
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(name="small_cnn"))
+  c.loss = ml_collections.ConfigDict(dict(name="cross_entropy"))
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adam",           # adam | adamw | sgd | rmsprop
+      learning_rate=1e-3,
+      schedule="constant",   # constant | cosine | warmup_cosine
+      warmup_epochs=0,
+      momentum=0.9,          # sgd, rmsprop
+      weight_decay=0.0,
+      grad_clip=0.0,         # global-norm clip (0: off)
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=32,         # global batch, split across all devices
+      eval_batch_size=256,
+      epochs=20,
+      patience=0,            # early stopping after this many epochs without improvement (0: off)
+      select_metric="macro_f1",  # validation metric that picks the best epoch
+      log_every_epochs=1,
+  ))
+
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      keep_latest=1,
+      keep_best=1,
+  ))
+  return c
+
+
+def parse_arg(arg: str | None, **defaults):
+  """Parses `configs/x.py:key=value,flag` into a ConfigDict of typed values.
+
+  A bare name sets a boolean flag; values take the type of the default. An unknown key is an
+  error listing the known ones.
+  """
+  out = ml_collections.ConfigDict(dict(defaults))
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
+    default = defaults[key]
+    if not sep:
+      out[key] = True
+    elif isinstance(default, bool):
+      out[key] = value.lower() in ("1", "true", "yes")
+    else:
+      out[key] = type(default)(value) if default is not None else value
+  return out

@@ -1,0 +1,1 @@
+"""Data: sources, imbalance builders, splits, samplers, preprocessing and grain pipelines."""

@@ -1,0 +1,172 @@
+"""The k-fold experiment a config describes, resumable from its workdir.
+
+workdir/
+  config.json                 the resolved config (a rerun with another config is refused)
+  fold_<k>/checkpoints/<epoch>  orbax checkpoints: latest and best by validation metric
+  fold_<k>/result.json        written when the fold is finished; a finished fold is never redone
+  fold_<k>/test_probs.npz     the fold's test indices and softmax probabilities
+  results.json                per-fold and mean +/- std metrics, pooled out-of-fold metrics
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+from jimb import checkpointing, metrics, report
+from jimb.data import imbalance, sources, splits
+from jimb.data.dataset import Dataset
+from jimb.training import fold as fold_lib
+from jimb.training import mesh as mesh_lib
+
+Log = Callable[[str], None]
+# Keys that choose what to run or show, not what a fold computes: they may change on resume.
+_FREE_KEYS = ("split.only_folds", "train.log_every_epochs")
+
+
+def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dict]:
+  """Source -> imbalance profile -> class-size check -> folds, with the counts at each stage."""
+  if config.train.select_metric not in metrics.METRIC_NAMES:
+    raise ValueError(f"unknown --config.train.select_metric={config.train.select_metric!r}; "
+                     f"choose one of {metrics.METRIC_NAMES}")
+  source = sources.load_source(config.data)
+  ds = imbalance.make_imbalanced(source, config.imbalance, seed=config.seed)
+  ds = splits.check_class_sizes(ds, config.split.folds, config.split.small_classes)
+  folds = splits.make_folds(ds, config.split.folds, config.split.val_fraction, seed=config.seed)
+  info = {
+      "name": ds.name, "num_examples": len(ds.y), "input_shape": list(ds.x.shape[1:]),
+      "class_names": list(ds.class_names), "grouped": ds.groups is not None,
+      "source_class_counts": dict(zip(source.class_names, source.class_counts().tolist())),
+      "class_counts": ds.class_counts().tolist(),
+      "imbalance_ratio": float(ds.class_counts().max() / max(ds.class_counts().min(), 1)),
+  }
+  log(f"data: {ds.name} {tuple(ds.x.shape)}, {ds.num_classes} classes, counts "
+      f"{info['class_counts']} (IR {info['imbalance_ratio']:.1f}), {len(folds)} folds")
+  return ds, _selected(folds, config.split.only_folds), info
+
+
+def _selected(folds: list[splits.Fold], only: str) -> list[splits.Fold]:
+  if not only:
+    return folds
+  wanted = [int(i) for i in str(only).split(",")]
+  bad = [i for i in wanted if not 0 <= i < len(folds)]
+  if bad:
+    raise ValueError(f"--config.split.only_folds names folds {bad}; there are {len(folds)}")
+  return [folds[i] for i in wanted]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _check_workdir_config(config, workdir: pathlib.Path, write: bool) -> dict:
+  resolved = json.loads(config.to_json_best_effort())
+  path = workdir / "config.json"
+  if path.exists():
+    old, new = _flat(json.loads(path.read_text())), _flat(resolved)
+    diff = sorted(k for k in old.keys() | new.keys()
+                  if k not in _FREE_KEYS and old.get(k) != new.get(k))
+    if diff:
+      raise ValueError(
+          f"{workdir} holds a run with a different config ({', '.join(diff[:10])} differ); "
+          "use a new --workdir, or delete this one to start over")
+  elif write:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(resolved, indent=2))
+  else:
+    raise FileNotFoundError(f"{workdir} holds no run (no config.json); train it first with --mode=train")
+  return resolved
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+  if jax.process_index() == 0:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
+    tmp.replace(path)  # atomic: a kill never leaves half a result
+
+
+def _ckpt(config, fold_dir: pathlib.Path) -> checkpointing.FoldCheckpoints:
+  return checkpointing.FoldCheckpoints(fold_dir / "checkpoints", config.checkpoint.keep_latest,
+                                       config.checkpoint.keep_best)
+
+
+def train_and_evaluate(config, workdir: str | pathlib.Path, log: Log = print) -> dict:
+  """Runs (or resumes) every fold and writes results.json; returns the results."""
+  t0 = time.perf_counter()
+  workdir = pathlib.Path(workdir)
+  resolved = _check_workdir_config(config, workdir, write=True)
+  ds, folds, info = load_data(config, log)
+  mesh = mesh_lib.make_mesh()
+  log(f"devices: {mesh.devices.size} x {jax.devices()[0].platform}, "
+      f"{jax.process_count()} process(es)")
+  records, probs = [], []
+  for fold in folds:
+    fold_dir = workdir / f"fold_{fold.index}"
+    done = fold_dir / "result.json"
+    if done.exists():
+      log(f"fold {fold.index}: finished earlier, loaded from {done}")
+      records.append(json.loads(done.read_text()))
+      probs.append(np.load(fold_dir / "test_probs.npz")["probs"])
+      continue
+    log(f"fold {fold.index}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)}")
+    setup = fold_lib.setup_fold(config, ds, fold, mesh)
+    ckpt = _ckpt(config, fold_dir)
+    try:
+      record, fold_probs = fold_lib.train_fold(config, setup, ckpt, log)
+    finally:
+      ckpt.close()
+    if jax.process_index() == 0:
+      np.savez(fold_dir / "test_probs.npz", index=fold.test, probs=fold_probs)
+    _write_json(done, record)
+    log(f"fold {fold.index}: test " + report.one_line(record["test"]))
+    records.append(record)
+    probs.append(fold_probs)
+  results = report.assemble(resolved, info, folds, records, ds.y, probs)
+  results["timings"] = {"total_s": round(time.perf_counter() - t0, 2)}
+  _write_json(workdir / "results.json", results)
+  log(report.summary_table(results))
+  return results
+
+
+def evaluate(config, workdir: str | pathlib.Path, log: Log = print) -> dict:
+  """Restores each fold's best checkpoint and re-evaluates its test part, without training."""
+  workdir = pathlib.Path(workdir)
+  resolved = _check_workdir_config(config, workdir, write=False)
+  ds, folds, info = load_data(config, log)
+  mesh = mesh_lib.make_mesh()
+  records, probs = [], []
+  for fold in folds:
+    fold_dir = workdir / f"fold_{fold.index}"
+    setup = fold_lib.setup_fold(config, ds, fold, mesh)
+    done = fold_dir / "result.json"
+    stored = json.loads(done.read_text()) if done.exists() else None
+    ckpt = _ckpt(config, fold_dir)
+    try:
+      meta = fold_lib.latest_meta(ckpt, setup)
+      record, fold_probs = fold_lib.finish_fold(config, setup, ckpt, meta)
+    finally:
+      ckpt.close()
+    if stored is not None:
+      diff = report.max_metric_diff(stored["test"], record["test"])
+      log(f"fold {fold.index}: epoch {meta['best_epoch']}, test " + report.one_line(record["test"])
+          + f"  (max |diff| vs training run: {diff:.2e})")
+    else:
+      log(f"fold {fold.index}: unfinished run, best epoch so far {meta['best_epoch']}: "
+          + report.one_line(record["test"]))
+    records.append(record)
+    probs.append(fold_probs)
+  results = report.assemble(resolved, info, folds, records, ds.y, probs)
+  _write_json(workdir / "eval_results.json", results)
+  log(report.summary_table(results))
+  return results

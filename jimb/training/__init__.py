@@ -1,0 +1,1 @@
+"""Training: optimizers, the device mesh, and pure jitted train/eval steps."""

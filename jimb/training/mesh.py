@@ -1,0 +1,51 @@
+"""One data-parallel mesh over every device: batches split on 'data', parameters replicated.
+
+This is the current form of a pmapped step (jit over a Mesh with NamedSharding): the step is
+written for the global batch, so BatchNorm statistics and the loss are global, and 1 device or
+many give the same numbers up to float reassociation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P("data"))
+
+
+def replicate(tree, mesh: Mesh):
+  return jax.device_put(tree, replicated(mesh))
+
+
+def local_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This process's rows of a training batch -> one global array split over the mesh."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def full_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """A batch every process holds whole (evaluation) -> one global array split over the mesh."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
+          for k, v in batch.items()}
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, what: str = "--config.train.batch_size") -> None:
+  n = mesh.devices.size
+  if batch_size % n:
+    raise ValueError(f"{what}={batch_size} must be a multiple of the {n} devices in use; "
+                     f"use {batch_size + (-batch_size) % n}")

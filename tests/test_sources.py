@@ -1,0 +1,285 @@
+"""Every source on small files written here, checked against the arrays that went in."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn import datasets
+
+from jimb.config import base_config
+from jimb.data.sources import load_source
+
+
+def _cfg(**kw):
+  cfg = base_config().data
+  cfg.update(kw)
+  return cfg
+
+
+def _rng_images(n, h, w, c, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- sklearn
+
+
+def test_sklearn_digits_matches_sklearn():
+  ds = load_source(_cfg(source="sklearn", name="digits"))
+  ref = datasets.load_digits()
+  assert ds.x.shape == (len(ref.target), 8, 8, 1) and ds.x.dtype == np.float32
+  np.testing.assert_allclose(ds.x[..., 0], ref.images / 16.0, rtol=1e-6)
+  np.testing.assert_array_equal(ds.y, ref.target)
+  assert ds.class_names == tuple("0123456789") and ds.name == "digits"
+
+
+def test_sklearn_table_has_feature_and_class_names():
+  ds = load_source(_cfg(source="sklearn", name="wine"))
+  ref = datasets.load_wine()
+  np.testing.assert_allclose(ds.x, ref.data.astype(np.float32))
+  assert ds.feature_names == tuple(ref.feature_names)
+  assert ds.class_names == tuple(ref.target_names)
+
+
+def test_unknown_source_and_sklearn_name():
+  with pytest.raises(ValueError, match="data.source.*csv"):
+    load_source(_cfg(source="parquet"))
+  with pytest.raises(ValueError, match="data.name.*digits"):
+    load_source(_cfg(source="sklearn", name="mnist"))
+
+
+# ----------------------------------------------------------------------------- npz
+
+
+def test_npz_images_with_groups(tmp_path):
+  images = _rng_images(6, 5, 4, 3)
+  labels = np.array([0, 1, 2, 0, 1, 2])
+  lesions = np.array(["a", "a", "b", "c", "c", "d"])
+  path = tmp_path / "ham.npz"
+  np.savez(path, images=images, labels=labels, class_names=np.array(["nv", "mel", "bcc"]),
+           lesion_id=lesions)
+  ds = load_source(_cfg(source="npz", path=str(path), group_key="lesion_id"))
+  np.testing.assert_array_equal(ds.x, images)
+  np.testing.assert_array_equal(ds.y, labels)
+  np.testing.assert_array_equal(ds.groups, lesions)
+  assert ds.class_names == ("nv", "mel", "bcc") and ds.name == "ham"
+
+
+def test_npz_grayscale_gets_channel_axis_and_default_names(tmp_path):
+  path = tmp_path / "g.npz"
+  images = _rng_images(4, 3, 3, 1)[..., 0]
+  np.savez(path, images=images, labels=np.array([0, 2, 1, 2]))
+  ds = load_source(_cfg(source="npz", path=str(path)))
+  assert ds.x.shape == (4, 3, 3, 1) and ds.class_names == ("0", "1", "2")
+
+
+def test_npz_jpeg_bytes_with_split(tmp_path):
+  images = [np.full((6, 7, 3), 40 * i, np.uint8) for i in range(4)]
+  encoded = []
+  for im in images:
+    buf = io.BytesIO()
+    Image.fromarray(im).save(buf, format="JPEG", quality=95)
+    encoded.append(np.frombuffer(buf.getvalue(), np.uint8))
+  offsets = np.cumsum([0] + [len(e) for e in encoded])
+  path = tmp_path / "j.npz"
+  np.savez(path, jpeg_data=np.concatenate(encoded), jpeg_offsets=offsets,
+           labels=np.array([0, 1, 1, 0]), class_names=np.array(["neg", "pos"]),
+           split=np.array([0, 1, 0, 1]), split_names=np.array(["train", "test"]))
+  ds = load_source(_cfg(source="npz", path=str(path), npz_split=1))
+  assert ds.x.shape == (2, 6, 7, 3) and ds.x.dtype == np.uint8
+  np.testing.assert_array_equal(ds.y, [1, 0])
+  # Flat colours survive JPEG nearly exactly.
+  np.testing.assert_allclose(ds.x.astype(float), np.stack([images[1], images[3]]), atol=3)
+  assert ds.class_names == ("neg", "pos")
+
+
+def test_npz_table(tmp_path):
+  features = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, 6.0]], np.float32)
+  path = tmp_path / "t.npz"
+  np.savez(path, features=features, labels=np.array([1, 0, 1]),
+           class_names=np.array(["no", "yes"]), feature_names=np.array(["age", "bmi"]))
+  ds = load_source(_cfg(source="npz", path=str(path)))
+  np.testing.assert_array_equal(ds.x, features)  # NaN positions match too
+  assert ds.feature_names == ("age", "bmi") and not ds.is_image
+
+
+def test_npz_label_key_takes_precedence(tmp_path):
+  path = tmp_path / "k.npz"
+  np.savez(path, images=_rng_images(3, 2, 2, 1), labels=np.array([0, 0, 0]),
+           dx=np.array([1, 0, 1]))
+  ds = load_source(_cfg(source="npz", path=str(path), label_key="dx"))
+  np.testing.assert_array_equal(ds.y, [1, 0, 1])
+
+
+def test_npz_missing_arrays(tmp_path):
+  path = tmp_path / "m.npz"
+  np.savez(path, images=_rng_images(2, 2, 2, 1), labels=np.array([0, 1]))
+  with pytest.raises(ValueError, match="'patient'.*images.*labels.*group_key"):
+    load_source(_cfg(source="npz", path=str(path), group_key="patient"))
+  with pytest.raises(ValueError, match="'split'.*npz_split=-1"):
+    load_source(_cfg(source="npz", path=str(path), npz_split=0))
+  np.savez(path, pixels=_rng_images(2, 2, 2, 1), labels=np.array([0, 1]))
+  with pytest.raises(ValueError, match="no inputs.*pixels.*image_key"):
+    load_source(_cfg(source="npz", path=str(path)))
+
+
+@pytest.mark.parametrize("source", ["npz", "csv", "image_folder"])
+def test_missing_path(tmp_path, source):
+  with pytest.raises(FileNotFoundError, match="nope.*data.path"):
+    load_source(_cfg(source=source, path=str(tmp_path / "nope")))
+  with pytest.raises(FileNotFoundError, match="data.path"):
+    load_source(_cfg(source=source, path=""))
+
+
+# ----------------------------------------------------------------------------- image folder
+
+
+def _write_folder(root, sizes_by_class, mode="RGB"):
+  arrays = {}
+  for cls, sizes in sizes_by_class.items():
+    (root / cls).mkdir(parents=True)
+    for i, (w, h) in enumerate(sizes):
+      a = _rng_images(1, h, w, 3 if mode == "RGB" else 1, seed=len(arrays))[0]
+      Image.fromarray(a if mode == "RGB" else a[..., 0], mode).save(root / cls / f"{i}.png")
+      arrays[(cls, i)] = a
+  return arrays
+
+
+def test_image_folder_reads_pngs_exactly(tmp_path):
+  arrays = _write_folder(tmp_path / "skin", {"b": [(4, 3)] * 2, "a": [(4, 3)]})
+  (tmp_path / "skin" / "a" / "notes.txt").write_text("not an image")
+  ds = load_source(_cfg(source="image_folder", path=str(tmp_path / "skin")))
+  assert ds.class_names == ("a", "b") and ds.name == "skin"
+  np.testing.assert_array_equal(ds.y, [0, 1, 1])
+  np.testing.assert_array_equal(ds.x, np.stack([arrays["a", 0], arrays["b", 0], arrays["b", 1]]))
+
+
+def test_image_folder_grayscale_keeps_one_channel(tmp_path):
+  arrays = _write_folder(tmp_path / "xr", {"n": [(3, 3)], "p": [(3, 3)]}, mode="L")
+  ds = load_source(_cfg(source="image_folder", path=str(tmp_path / "xr")))
+  assert ds.x.shape == (2, 3, 3, 1)
+  np.testing.assert_array_equal(ds.x[1], arrays["p", 0])
+
+
+def test_image_folder_resize_matches_pil(tmp_path):
+  _write_folder(tmp_path / "r", {"a": [(5, 7)], "b": [(9, 4)]})
+  ds = load_source(_cfg(source="image_folder", path=str(tmp_path / "r"), image_size=6))
+  assert ds.x.shape == (2, 6, 6, 3)
+  ref = Image.open(tmp_path / "r" / "b" / "0.png").resize((6, 6), Image.Resampling.BILINEAR)
+  np.testing.assert_array_equal(ds.x[1], np.asarray(ref))
+
+
+def test_image_folder_mixed_sizes_need_image_size(tmp_path):
+  _write_folder(tmp_path / "r", {"a": [(5, 7)], "b": [(9, 4)]})
+  with pytest.raises(ValueError, match="image_size=N"):
+    load_source(_cfg(source="image_folder", path=str(tmp_path / "r")))
+
+
+def test_image_folder_bad_layouts(tmp_path):
+  _write_folder(tmp_path / "one", {"a": [(2, 2)]})
+  with pytest.raises(ValueError, match="at least 2 classes"):
+    load_source(_cfg(source="image_folder", path=str(tmp_path / "one")))
+  _write_folder(tmp_path / "e", {"a": [(2, 2)]})
+  (tmp_path / "e" / "empty").mkdir()
+  with pytest.raises(ValueError, match="empty.*no image files"):
+    load_source(_cfg(source="image_folder", path=str(tmp_path / "e")))
+  _write_folder(tmp_path / "u", {"a": [(2, 2)], "b": [(2, 2)]})
+  (tmp_path / "u" / "b" / "broken.png").write_bytes(b"not a png")
+  with pytest.raises(ValueError, match="broken.png"):
+    load_source(_cfg(source="image_folder", path=str(tmp_path / "u")))
+
+
+# ----------------------------------------------------------------------------- csv
+
+
+_CSV = """patient,age,sex,dx
+p1,50,F,mel
+p2,,M,nv
+p3,NA,F,nv
+p4,61.5,,bcc
+p5,nan,M,mel
+"""
+
+
+def _csv_cfg(tmp_path, text=_CSV, **kw):
+  path = tmp_path / "clin.csv"
+  path.write_text(text)
+  return _cfg(**{"source": "csv", "path": str(path), "label_key": "dx", **kw})
+
+
+def test_csv_string_labels_nan_and_groups(tmp_path):
+  ds = load_source(_csv_cfg(tmp_path, group_key="patient", categorical="drop"))
+  assert ds.class_names == ("bcc", "mel", "nv")
+  np.testing.assert_array_equal(ds.y, [1, 2, 2, 0, 1])
+  np.testing.assert_array_equal(ds.groups, ["p1", "p2", "p3", "p4", "p5"])
+  assert ds.feature_names == ("age",) and ds.name == "clin"
+  np.testing.assert_array_equal(ds.x[:, 0], np.array([50, np.nan, np.nan, 61.5, np.nan],
+                                                     np.float32))
+
+
+def test_csv_categorical_error_names_columns(tmp_path):
+  with pytest.raises(ValueError, match=r"\['patient', 'sex'\].*categorical=drop.*onehot"):
+    load_source(_csv_cfg(tmp_path))
+
+
+def test_csv_categorical_onehot(tmp_path):
+  ds = load_source(_csv_cfg(tmp_path, group_key="patient", categorical="onehot"))
+  assert ds.feature_names == ("age", "sex=F", "sex=M")
+  nan = np.nan
+  np.testing.assert_array_equal(ds.x[:, 1:], [[1, 0], [0, 1], [1, 0], [nan, nan], [0, 1]])
+
+
+def test_csv_int_labels_and_feature_columns(tmp_path):
+  text = "a,b,y\n1,2,10\n3,4,2\n5,6,2\n"
+  ds = load_source(_csv_cfg(tmp_path, text.replace("y", "dx"), feature_columns="b"))
+  assert ds.class_names == ("2", "10")
+  np.testing.assert_array_equal(ds.y, [1, 0, 0])
+  np.testing.assert_array_equal(ds.x, [[2], [4], [6]])
+
+
+def test_csv_missing_label_column_lists_columns(tmp_path):
+  with pytest.raises(ValueError, match="'diagnosis'.*patient.*age.*label_key"):
+    load_source(_csv_cfg(tmp_path, label_key="diagnosis"))
+
+
+# ----------------------------------------------------------------------------- tfds
+
+
+def test_tfds_through_mock_data(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=4):
+    ds = load_source(_cfg(source="tfds", name="colorectal_histology", data_dir=str(tmp_path)))
+    names = tfds.builder("colorectal_histology").info.features["label"].names
+  assert ds.x.shape == (4, 150, 150, 3) and ds.x.dtype == np.uint8
+  assert ds.y.shape == (4,) and ds.y.dtype == np.int64
+  assert ds.class_names == tuple(names) and len(names) == 8
+  assert ds.name == "colorectal_histology"
+
+
+def test_tfds_not_prepared_fails_fast(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  start = time.monotonic()
+  with pytest.raises(FileNotFoundError, match=r"'mnist'.*not prepared.*data.download=True"):
+    load_source(_cfg(source="tfds", name="mnist", data_dir=str(tmp_path), download=False))
+  assert time.monotonic() - start < 10
+
+
+def test_tfds_failed_download_is_reported(tmp_path, monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+
+  def offline(*args, **kwargs):
+    raise ConnectionError("no network")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  with pytest.raises(RuntimeError, match="'mnist'.*failed") as info:
+    load_source(_cfg(source="tfds", name="mnist", data_dir=str(tmp_path), download=True))
+  assert isinstance(info.value.__cause__, ConnectionError)
+
+
+def test_tfds_unknown_dataset(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(ValueError, match="'no_such_set'.*data.name"):
+    load_source(_cfg(source="tfds", name="no_such_set", data_dir=str(tmp_path)))
