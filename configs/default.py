@@ -19,12 +19,13 @@ def get_config(arg=None):
   # Rotation and brightness/contrast only: flipping digits would turn a 6 into a 9.
   c.augment.update(dict(enabled=True, hflip=False, vflip=False, rotation=15.0,
                         brightness=0.2, contrast=0.2, saturation=0.0, hue=0.0))
-  c.model = dict(name="small_cnn", widths=(32, 64, 128), dense=128, dropout=0.25, batch_norm=True)
+  c.model.name = "small_cnn"
+  c.model.small_cnn = dict(widths=(32, 64, 128), dense=128, dropout=0.25, batch_norm=True)
   c.loss = dict(name="focal", gamma=2.0, alpha=0.25)
   c.optim.update(dict(name="adam", learning_rate=3e-3, schedule="cosine"))
   c.train.update(dict(batch_size=32, epochs=30, patience=10, select_metric="macro_f1"))
   if a.tiny:
-    c.model.widths, c.model.dense = (4, 8, 8), 16
+    c.model.small_cnn.widths, c.model.small_cnn.dense = (4, 8, 8), 16
     c.split.folds = 3
     c.train.epochs, c.train.patience = 2, 0
   return c

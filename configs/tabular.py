@@ -16,12 +16,13 @@ def get_config(arg=None):
   c.data.normalize = "dataset"
   c.split.folds, c.split.val_fraction = 5, 0.15
   c.sampler.name = "instance"
-  c.model = dict(name="mlp", hidden=(128, 64), dropout=0.1, negative_slope=0.01)
+  c.model.name = "mlp"
+  c.model.mlp = dict(hidden=(128, 64), dropout=0.1, negative_slope=0.01)
   c.loss = dict(name="focal", gamma=2.0, alpha=0.25)
   c.optim.update(dict(name="adam", learning_rate=1e-3))
   c.train.update(dict(batch_size=32, epochs=40, patience=10, select_metric="macro_f1"))
   if a.tiny:
-    c.model.hidden = (8, 8)
+    c.model.mlp.hidden = (8, 8)
     c.split.folds = 3
     c.train.epochs, c.train.patience = 2, 0
   return c

@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
       image_key="image",     # tfds feature / npz array holding the inputs
       label_key="label",     # tfds feature / npz array / csv column holding the labels
       group_key="",          # npz array / csv column / tfds feature with patient or lesion ids
-      image_size=0,          # image folder: resize to this square size (0: keep, all equal)
+      image_size=0,          # resize images to this square size, any source (0: keep)
       feature_columns="",    # csv: comma-separated feature columns ("" = all other columns)
       categorical="error",   # csv non-numeric feature columns: error | drop | onehot
       impute="",             # tables with NaN: "" (error) | mean | median | most_frequent
@@ -68,7 +68,13 @@ def base_config() -> ml_collections.ConfigDict:
       hue=0.2,               # shift uniform in [-v, v] turns of the hue circle (torchvision convention)
   ))
 
-  c.model = ml_collections.ConfigDict(dict(name="small_cnn"))
+  # Plain keys apply to any model; a sub-block named after a model holds that model's own options
+  # (e.g. model.small_cnn.widths), so --config.model.name=<other> falls back to its defaults.
+  c.model = ml_collections.ConfigDict(dict(
+      name="small_cnn",
+      dtype="float32",       # compute dtype: float32 | bfloat16 (parameters and loss stay float32)
+      pretrained="",         # "" | imagenet | a Keras weights file: convert Keras weights (needs keras)
+  ))
   c.loss = ml_collections.ConfigDict(dict(name="cross_entropy"))
   c.optim = ml_collections.ConfigDict(dict(
       name="adam",           # adam | adamw | sgd | rmsprop
@@ -78,6 +84,16 @@ def base_config() -> ml_collections.ConfigDict:
       momentum=0.9,          # sgd, rmsprop
       weight_decay=0.0,
       grad_clip=0.0,         # global-norm clip (0: off)
+  ))
+
+  # Transfer learning (jimb.training.transfer); regexes over parameter paths such as
+  # "blocks/0/conv1/kernel" or "head/out/kernel" (each model's docstring names its parts).
+  c.transfer = ml_collections.ConfigDict(dict(
+      freeze="",             # parameters never updated, e.g. "^(stem|blocks/0|blocks/1)/"
+      freeze_batch_norm=True,  # BatchNorm layers in frozen parts keep their statistics (inference mode)
+      warmup_epochs=0,       # the first epochs train only the head; then all but `freeze`
+      head="^head/",         # the head's parameters (trained during the warm-up)
+      lr_multipliers="",     # "regex:factor;regex:factor" per-group learning-rate factors (first match)
   ))
 
   c.train = ml_collections.ConfigDict(dict(

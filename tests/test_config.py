@@ -20,9 +20,10 @@ CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "configs")
 def test_every_config_builds_with_the_base_keys(name, arg):
   c = importlib.import_module(f"configs.{name}").get_config(arg)
   base = config_lib.base_config()
-  for block in ("data", "imbalance", "split", "sampler", "augment", "optim", "train", "checkpoint"):
+  for block in ("data", "imbalance", "split", "sampler", "augment", "optim", "transfer", "train",
+                "checkpoint"):
     assert set(c[block].keys()) == set(base[block].keys()), block
-  assert "name" in c.model and "name" in c.loss
+  assert set(base.model.keys()) <= set(c.model.keys()) and "name" in c.loss
 
 
 def test_locked_config_rejects_unknown_keys():

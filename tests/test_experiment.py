@@ -146,7 +146,7 @@ def test_no_evaluation_index_reaches_training(monkeypatch, tmp_path):
 
   monkeypatch.setattr(fold_lib.pipeline, "train_batches", spy_batches)
   monkeypatch.setattr(fold_lib.preprocess, "fit_preprocessor", spy_fit)
-  c = tiny_config(**{"model": {"name": "mlp", "hidden": (8,), "dropout": 0.0},
+  c = tiny_config(**{"model.name": "mlp", "model.mlp": {"hidden": (8,), "dropout": 0.0},
                      "data.normalize": "dataset", "train.epochs": 2, "train.batch_size": 16,
                      "split.folds": 3, "augment.enabled": False})
   used_ds, folds, _ = experiment.load_data(c, QUIET)  # long-tailed subset of `ds`

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from jimb.models import MODELS, build_model
+from jimb.models import MODELS, build_model, model_options
 
 
 def _cfg(**kw):
@@ -60,3 +61,27 @@ def test_bad_model_config_is_named():
   with pytest.raises(ValueError, match="model.name=mlp"):
     build_model(_cfg(name="small_cnn"), 2, (30,), jax.random.key(0))
   assert {"small_cnn", "mlp"} <= set(MODELS.names())
+
+
+@pytest.mark.parametrize("name, shape", [("small_cnn", (8, 8, 3)), ("mlp", (12,))])
+def test_bfloat16_compute_keeps_float32_parameters(name, shape):
+  f32 = build_model(_cfg(name=name), 3, shape, jax.random.key(0))
+  bf16 = build_model(_cfg(name=name, dtype="bfloat16"), 3, shape, jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(2), (4, *shape))
+  assert bf16(x).dtype == jnp.bfloat16
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(bf16, nnx.Param)))
+  np.testing.assert_allclose(np.asarray(bf16(x), np.float32), f32(x), atol=0.05, rtol=0.05)
+  with pytest.raises(ValueError, match="model.dtype"):
+    build_model(_cfg(name=name, dtype="float16"), 3, shape, jax.random.key(0))
+
+
+def test_model_options_come_from_the_chosen_models_block():
+  cfg = _cfg(name="small_cnn", dtype="float32", pretrained="",
+             small_cnn=dict(widths=(4, 4, 4), dense=8), mlp=dict(hidden=(3,)))
+  assert model_options(cfg) == {"dtype": "float32", "widths": (4, 4, 4), "dense": 8}
+  cfg.name = "mlp"  # switching models leaves the small CNN's options behind
+  assert model_options(cfg) == {"dtype": "float32", "hidden": (3,)}
+  cfg.smal_cnn = dict(widths=(1,))  # a misspelt block is an option no model takes
+  cfg.name = "small_cnn"
+  with pytest.raises(ValueError, match="smal_cnn"):
+    build_model(cfg, 2, (8, 8, 1), jax.random.key(0))

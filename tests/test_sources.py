@@ -11,7 +11,7 @@ from PIL import Image
 from sklearn import datasets
 
 from jimb.config import base_config
-from jimb.data.sources import load_source
+from jimb.data.sources import load_source, resize_images
 
 
 def _cfg(**kw):
@@ -283,3 +283,14 @@ def test_tfds_unknown_dataset(tmp_path):
   pytest.importorskip("tensorflow_datasets")
   with pytest.raises(ValueError, match="'no_such_set'.*data.name"):
     load_source(_cfg(source="tfds", name="no_such_set", data_dir=str(tmp_path)))
+
+
+def test_image_size_resizes_array_sources():
+  cfg = base_config().data
+  cfg.image_size = 16
+  ds = load_source(cfg)  # sklearn digits, 8x8 float images
+  assert ds.x.shape == (1797, 16, 16, 1) and ds.x.dtype == np.float32
+  assert 0.0 <= ds.x.min() and ds.x.max() <= 1.0
+  # A constant image stays constant; a uint8 image keeps its dtype.
+  img = np.full((2, 4, 4, 3), 200, np.uint8)
+  np.testing.assert_array_equal(resize_images(img, 8), np.full((2, 8, 8, 3), 200, np.uint8))

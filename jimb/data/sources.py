@@ -7,6 +7,7 @@ later stages only ever see integer labels in [0, K) and NHWC images or (N, F) fl
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import pathlib
@@ -25,11 +26,34 @@ _GRAY_MODES = frozenset({"1", "L"})
 
 
 def load_source(data_cfg) -> Dataset:
-  """Loads the dataset described by `data_cfg` (the config's `data` block)."""
+  """Loads the dataset described by `data_cfg` (the config's `data` block).
+
+  Images are brought to `data_cfg.image_size` squared when it is set, whatever the source, so a
+  model that needs a minimum resolution can run on small images (e.g. digits at 32x32).
+  """
   if data_cfg.source not in SOURCES.names():
     raise ValueError(f"unknown --config.data.source={data_cfg.source!r}; choose one of "
                      f"{SOURCES.names()}")
-  return SOURCES.get(data_cfg.source)(data_cfg)
+  ds = SOURCES.get(data_cfg.source)(data_cfg)
+  size = data_cfg.image_size
+  if ds.is_image and size > 0 and ds.x.shape[1:3] != (size, size):
+    ds = dataclasses.replace(ds, x=resize_images(ds.x, size))
+  return ds
+
+
+def resize_images(x: np.ndarray, size: int, chunk: int = 1024) -> np.ndarray:
+  """Bilinear (antialiased when shrinking) resize of NHWC images, keeping the dtype."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  out = []
+  for start in range(0, len(x), chunk):
+    part = x[start:start + chunk].astype(np.float32)
+    shape = (len(part), size, size, x.shape[-1])
+    out.append(np.asarray(jax.image.resize(part, shape, "bilinear")))
+  y = np.concatenate(out) if out else np.zeros((0, size, size, x.shape[-1]), np.float32)
+  if x.dtype == np.uint8:
+    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+  return np.clip(y, 0.0, 1.0).astype(np.float32)
 
 
 def _existing_path(data_cfg) -> pathlib.Path:

@@ -7,6 +7,7 @@ from typing import Sequence
 from flax import nnx
 import jax
 
+from jimb.models import layers
 from jimb.models.base import MODELS, Classifier, dropout
 
 
@@ -20,17 +21,18 @@ class MLP(Classifier):
 
   def __init__(self, *, num_classes: int, input_shape: Sequence[int], rngs: nnx.Rngs,
                hidden: Sequence[int] = (128, 64), dropout: float = 0.1,
-               negative_slope: float = 0.01):
+               negative_slope: float = 0.01, dtype: str = "float32"):
     size = 1
     for d in input_shape:
       size *= d
+    dt = layers.compute_dtype(dtype)
     self.layers = nnx.List()
     for width in hidden:
-      self.layers.append(nnx.Linear(size, width, rngs=rngs))
+      self.layers.append(nnx.Linear(size, width, dtype=dt, rngs=rngs))
       size = width
     self.drop = nnx.Dropout(dropout)
     self.negative_slope = negative_slope
-    self.out = nnx.Linear(size, num_classes, rngs=rngs)
+    self.out = nnx.Linear(size, num_classes, dtype=dt, rngs=rngs)
 
   def embed(self, x, *, train=False, key=None):
     x = x.reshape(x.shape[0], -1)

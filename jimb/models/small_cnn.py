@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jimb.models import layers
 from jimb.models.base import MODELS, Classifier, dropout
 
 
@@ -21,28 +22,30 @@ class SmallCNN(Classifier):
 
   def __init__(self, *, num_classes: int, input_shape: Sequence[int], rngs: nnx.Rngs,
                widths: Sequence[int] = (32, 64, 128), dense: int = 128,
-               dropout: float = 0.25, batch_norm: bool = True):
+               dropout: float = 0.25, batch_norm: bool = True, dtype: str = "float32"):
     if len(input_shape) != 3:
       raise ValueError(f"small_cnn takes images (H, W, C); got input shape {tuple(input_shape)}. "
                        "Use --config.model.name=mlp for tables.")
     h, w, c = input_shape
+    dt = layers.compute_dtype(dtype)
     self.convs = nnx.List()
     self.norms = nnx.List()
     for width in widths:
       self.convs.append(nnx.Conv(c, width, (3, 3), padding="SAME", use_bias=not batch_norm,
-                                 rngs=rngs))
-      self.norms.append(nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if batch_norm else None)
+                                 dtype=dt, rngs=rngs))
+      self.norms.append(nnx.BatchNorm(width, momentum=0.9, dtype=dt, rngs=rngs)
+                        if batch_norm else None)
       c = width
       h, w = -(-h // 2), -(-w // 2)
-    self.dense = nnx.Linear(h * w * c, dense, rngs=rngs)
+    self.dense = nnx.Linear(h * w * c, dense, dtype=dt, rngs=rngs)
     self.drop = nnx.Dropout(dropout)
-    self.out = nnx.Linear(dense, num_classes, rngs=rngs)
+    self.out = nnx.Linear(dense, num_classes, dtype=dt, rngs=rngs)
 
   def embed(self, x, *, train=False, key=None):
     for conv, norm in zip(self.convs, self.norms):
       x = conv(x)
       if norm is not None:
-        x = norm(x, use_running_average=not train)
+        x = layers.batch_norm(norm, x, train)
       x = nnx.max_pool(nnx.relu(x), (2, 2), strides=(2, 2), padding="SAME")
     return nnx.relu(self.dense(x.reshape(x.shape[0], -1)))
 

@@ -23,10 +23,10 @@ from jimb.data import pipeline, preprocess
 from jimb.data import sampler as sampler_lib
 from jimb.data.dataset import Dataset
 from jimb.data.splits import Fold
-from jimb.models import build_model
+from jimb.models import build_model, pretrained
 from jimb.training import mesh as mesh_lib
-from jimb.training import optim
 from jimb.training import step as step_lib
+from jimb.training import transfer
 
 Log = Callable[[str], None]
 
@@ -62,10 +62,17 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh) -> Fold
   key = jax.random.fold_in(jax.random.key(config.seed), fold.index)
   init_key, train_key = jax.random.split(key)
   total = config.train.epochs * sampler.steps_per_epoch
-  tx = optim.build_optimizer(config.optim, total, sampler.steps_per_epoch)
-  build = lambda k: build_model(config.model, ds.num_classes, x["train"].shape[1:], k)
+  tx = transfer.build_optimizer(config.optim, config.transfer, total, sampler.steps_per_epoch)
+  shape = x["train"].shape[1:]
+  build = lambda k: transfer.freeze_batch_norm(
+      build_model(config.model, ds.num_classes, shape, k), config.transfer)
   graphdef, state = step_lib.create_state(build, tx, init_key, mesh)
-  mean, std = mesh_lib.replicate((np.asarray(pre.mean), np.asarray(pre.std)), mesh)
+  mean, std = pre.mean, pre.std
+  if config.model.pretrained:
+    params, rest, mean, std = pretrained.load(config.model, graphdef, state.params, state.rest,
+                                              shape, ds.num_classes)
+    state = mesh_lib.replicate(state.replace(params=params, rest=rest), mesh)
+  mean, std = mesh_lib.replicate((np.asarray(mean), np.asarray(std)), mesh)
   return FoldSetup(fold, ds.num_classes, x, y, mean, std, sampler, graphdef, state, tx,
                    train_key, mesh)
 

@@ -7,7 +7,16 @@ import optax
 _SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
-def learning_rate_schedule(optim_cfg, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(optim_cfg, total_steps: int, steps_per_epoch: int,
+                           scale=None) -> optax.Schedule:
+  """The configured schedule, times `scale(step)` when given (parameter groups, warm-ups)."""
+  base = _base_schedule(optim_cfg, total_steps, steps_per_epoch)
+  if scale is None:
+    return base
+  return lambda step: base(step) * scale(step)
+
+
+def _base_schedule(optim_cfg, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
   lr = optim_cfg.learning_rate
   warmup = optim_cfg.warmup_epochs * steps_per_epoch
   if optim_cfg.schedule == "constant":
@@ -20,9 +29,10 @@ def learning_rate_schedule(optim_cfg, total_steps: int, steps_per_epoch: int) ->
   raise ValueError(f"unknown --config.optim.schedule={optim_cfg.schedule!r}; choose one of {_SCHEDULES}")
 
 
-def build_optimizer(optim_cfg, total_steps: int, steps_per_epoch: int) -> optax.GradientTransformation:
+def build_optimizer(optim_cfg, total_steps: int, steps_per_epoch: int,
+                    scale=None) -> optax.GradientTransformation:
   """Adam, AdamW, SGD with momentum or RMSprop (the seeds' optimizers), optionally clipped."""
-  lr = learning_rate_schedule(optim_cfg, total_steps, steps_per_epoch)
+  lr = learning_rate_schedule(optim_cfg, total_steps, steps_per_epoch, scale)
   name, wd = optim_cfg.name, optim_cfg.weight_decay
   if name == "adam":
     tx = optax.adam(lr)
