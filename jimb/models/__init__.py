@@ -13,6 +13,8 @@ from jimb.models import small_cnn as _small_cnn  # noqa: F401  (registers)
 from jimb.models import resnet as _resnet  # noqa: F401  (registers)
 from jimb.models import vgg as _vgg  # noqa: F401  (registers)
 from jimb.models import mobilenet as _mobilenet  # noqa: F401  (registers)
+from jimb.models import efficientnet as _efficientnet  # noqa: F401  (registers)
+from jimb.models import densenet as _densenet  # noqa: F401  (registers)
 
 
 # Keys of the model block that the runner reads; every other key is a model option.
