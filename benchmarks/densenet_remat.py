@@ -1,7 +1,7 @@
 """Peak memory and step time of DenseNet training, plain vs rematerialised (`remat=True`).
 
   python benchmarks/densenet_remat.py           # memory at 224x224 batch 64; time at 64x64 batch 8
-  python benchmarks/densenet_remat.py --full    # on an accelerator: memory and time at 224x224 batch 64
+  python benchmarks/densenet_remat.py --full    # accelerator: memory and time at 224x224 batch 64
 
 The step is jimb's own training step (forward, backward, Adam update, BatchNorm statistics),
 compiled for one device. Memory comes from XLA's analysis of the compiled step, without running
@@ -134,8 +134,8 @@ def time_steps(depth: int, size: int, batch: int, repeats: int) -> dict[bool, fl
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--full", action="store_true",
-                      help="time every depth at 224x224 batch 64 (for a GPU) instead of a CPU-sized "
-                           "DenseNet-121 step")
+                      help="time every depth at 224x224 batch 64 (for a GPU) instead of a "
+                           "CPU-sized DenseNet-121 step")
   parser.add_argument("--depths", default="121,169,201,264")
   parser.add_argument("--repeats", type=int, default=7)
   args = parser.parse_args(argv)

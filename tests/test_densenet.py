@@ -133,7 +133,7 @@ def test_bad_inputs_name_the_fix():
     build_model(_cfg("densenet121"), 2, (16, 16, 3), jax.random.key(0))
   with pytest.raises(ValueError, match="model.name=mlp"):
     build_model(_cfg("densenet121"), 2, (30,), jax.random.key(0))
-  with pytest.raises(ValueError, match="no option.*growth"):
+  with pytest.raises(ValueError, match="no option.*growht_rate"):
     build_model(_cfg("densenet121", growht_rate=4), 2, SMALL, jax.random.key(0))
 
 

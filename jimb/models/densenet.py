@@ -19,7 +19,7 @@ quadratically. Transitions and the final BN take the same treatment. The numbers
 statistic updates are those of the plain model. The saving needs a backend that keeps
 `jax.checkpoint`'s optimisation barriers through scheduling (GPU, TPU): XLA:CPU drops them before
 common-subexpression elimination, which merges the recomputation back into the forward pass, so
-on CPU `remat` costs time and saves no memory. See docs/benchmarks.md.
+on CPU `remat` saves no memory (and costs little time). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ class DenseNet(Classifier):
   """The DenseNet-BC of `keras.applications.densenet` for any block layout and growth rate."""
 
   def __init__(self, *, num_classes: int, input_shape: Sequence[int], rngs: nnx.Rngs,
-               blocks: Sequence[int], growth_rate: int = 32, remat: bool = False, dropout: float = 0.0, head_hidden: int = 0,
-               dtype: str = "float32"):
+               blocks: Sequence[int], growth_rate: int = 32, remat: bool = False,
+               dropout: float = 0.0, head_hidden: int = 0, dtype: str = "float32"):
     if len(input_shape) != 3:
       raise ValueError(f"DenseNet takes images (H, W, C); got input shape {tuple(input_shape)}. "
                        "Use --config.model.name=mlp for tables.")
