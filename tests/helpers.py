@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from flax import nnx
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import configs.default
+from jimb.models import keras_import
 
 
 def tiny_config(**overrides):
@@ -29,3 +34,19 @@ def assert_same_metrics(a: dict, b: dict) -> None:
   for fa, fb in zip(scalar_metrics(a), scalar_metrics(b), strict=True):
     for k in fa:
       np.testing.assert_equal(fa[k], fb[k], err_msg=k)
+
+
+def keras_or_skip():
+  """Keras (an optional extra) for the conversion tests, or a skip when it is not installed."""
+  try:
+    return keras_import.keras()
+  except ImportError:
+    pytest.skip("Keras is not installed")
+
+
+def assert_bfloat16_close(model, logits, reference) -> None:
+  """bfloat16 compute: bf16 logits near the float32 model's, parameters still float32."""
+  assert logits.dtype == jnp.bfloat16
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  np.testing.assert_allclose(logits.astype(jnp.float32), reference,
+                             atol=0.05 * float(jnp.abs(reference).max()))

@@ -12,6 +12,7 @@ import pytest
 
 from jimb.models import build_model
 from jimb.models import keras_import
+from tests.helpers import assert_bfloat16_close, keras_or_skip
 from jimb.models import mobilenet
 
 # Odd, non-square images: Keras's stride-2 padding differs between odd and even sides.
@@ -104,25 +105,15 @@ def test_bfloat16_logits_close_to_float32():
   ref = _forward(_build("mobilenet_v1", 5, SHAPE), x)
   model = _build("mobilenet_v1", 5, SHAPE, dtype="bfloat16")
   logits = _forward(model, x)
-  assert logits.dtype == jnp.bfloat16
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  np.testing.assert_allclose(logits.astype(jnp.float32), ref,
-                             atol=0.05 * float(jnp.abs(ref).max()))
+  assert_bfloat16_close(model, logits, ref)
 
 
 # Keras conversion.
 
 
-def _keras():
-  try:
-    return keras_import.keras()
-  except ImportError:
-    pytest.skip("Keras is not installed")
-
-
 @pytest.mark.parametrize("n", [7, 8])
 def test_stride2_padding_is_keras_correct_pad(n):
-  keras = _keras()
+  keras = keras_or_skip()
   # correct_pad is not exported; Keras's MobileNetV2 calls it from here.
   from keras.src.applications import imagenet_utils  # pylint: disable=g-import-not-at-top
   x = jnp.arange(n * (n + 1), dtype=jnp.float32).reshape(1, n, n + 1, 1) + 1
@@ -138,7 +129,7 @@ def _pixels(seed: int = 0, n: int = 2) -> np.ndarray:
 
 def _preprocess(pixels):
   """Keras's own preprocessing ("tf", as for V2) of pixels in [0, 1]."""
-  return _keras().applications.mobilenet.preprocess_input(pixels * 255.0)
+  return keras_or_skip().applications.mobilenet.preprocess_input(pixels * 255.0)
 
 
 def _randomise(keras_model, seed: int = 0) -> None:
@@ -149,7 +140,7 @@ def _randomise(keras_model, seed: int = 0) -> None:
   the moving statistics become a calibration batch's (momentum 0 for one training-mode call),
   then everything is perturbed.
   """
-  keras = _keras()
+  keras = keras_or_skip()
   rng = np.random.default_rng(seed)
   for layer in keras_model.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
@@ -176,7 +167,7 @@ def _randomise(keras_model, seed: int = 0) -> None:
     "mobilenet_v1", pytest.param("mobilenet_v2", marks=pytest.mark.slow)])
 def twin(request):
   """(name, Keras twin with 5 classes and randomised weights), built once per module."""
-  _keras()
+  keras_or_skip()
   keras_model = keras_import.build_keras_twin(request.param, SHAPE, num_classes=5)
   _randomise(keras_model)
   return request.param, keras_model
@@ -184,7 +175,7 @@ def twin(request):
 
 def _keras_outputs(keras_model, pixels):
   """Keras's (pooled features, output) on `pixels` in [0, 1]."""
-  keras = _keras()
+  keras = keras_or_skip()
   x = _preprocess(pixels)
   pool = next(layer for layer in keras_model.layers
               if isinstance(layer, keras.layers.GlobalAveragePooling2D))
@@ -221,7 +212,7 @@ def test_conversion_leaves_a_hidden_head_alone(twin):
 
 
 def test_backbone_only_keras_model_converts_the_backbone():
-  keras = _keras()
+  keras = keras_or_skip()
   keras_model = keras.applications.MobileNet(weights=None, include_top=False, pooling="avg",
                                              input_shape=SHAPE)
   _randomise(keras_model, seed=1)

@@ -12,6 +12,7 @@ import pytest
 
 from jimb.models import build_model
 from jimb.models import keras_import
+from tests.helpers import assert_bfloat16_close, keras_or_skip
 
 
 def _build(name, num_classes, shape, **options):
@@ -97,21 +98,11 @@ def test_bfloat16_logits_close_to_float32():
   ref = _tiny("resnet18")(x)
   model = _tiny("resnet18", dtype="bfloat16")
   logits = model(x)
-  assert logits.dtype == jnp.bfloat16
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  np.testing.assert_allclose(logits.astype(jnp.float32), ref,
-                             atol=0.05 * float(jnp.abs(ref).max()))
+  assert_bfloat16_close(model, logits, ref)
 
 
 # Keras conversion. Shapes are odd and non-square so padding and strides are checked too.
 SHAPE = (35, 45, 3)
-
-
-def _keras():
-  try:
-    return keras_import.keras()
-  except ImportError:
-    pytest.skip("Keras is not installed")
 
 
 def _randomise(keras_model, seed: int = 0) -> None:
@@ -131,7 +122,7 @@ def _randomise(keras_model, seed: int = 0) -> None:
 
 
 def _twin(name, num_classes):
-  _keras()
+  keras_or_skip()
   keras_model = keras_import.build_keras_twin(name, SHAPE, num_classes=num_classes)
   _randomise(keras_model)
   return keras_model
@@ -156,7 +147,7 @@ def _pixels(seed: int = 0) -> np.ndarray:
 def _keras_outputs(keras_model, pixels, features_layer=None):
   """Keras's (features, output) on `pixels` in [0, 1], preprocessed by Keras itself; without
   `features_layer` the features are the output (a model without its top)."""
-  keras = _keras()
+  keras = keras_or_skip()
   x = keras.applications.resnet.preprocess_input(pixels * 255.0)
   features = keras_model.get_layer(features_layer).output if features_layer else keras_model.output
   both = keras.Model(keras_model.inputs, [features, keras_model.output])
@@ -189,7 +180,7 @@ def test_resnet101_converts_from_keras():
 
 
 def test_keras_without_top_converts_the_backbone_only(resnet50):
-  keras = _keras()
+  keras = keras_or_skip()
   keras_model = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
                                             input_shape=SHAPE)
   _randomise(keras_model, seed=1)

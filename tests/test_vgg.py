@@ -12,6 +12,7 @@ import pytest
 
 from jimb.models import build_model
 from jimb.models import keras_import
+from tests.helpers import assert_bfloat16_close, keras_or_skip
 
 
 def _build(name, num_classes, shape, **options):
@@ -95,22 +96,12 @@ def test_bfloat16_logits_close_to_float32():
   ref = _tiny("vgg16_bn")(x)
   model = _tiny("vgg16_bn", dtype="bfloat16")
   logits = model(x)
-  assert logits.dtype == jnp.bfloat16
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  np.testing.assert_allclose(logits.astype(jnp.float32), ref,
-                             atol=0.05 * float(jnp.abs(ref).max()))
+  assert_bfloat16_close(model, logits, ref)
 
 
 # Keras conversion: at 32x32 with the top (fc1 sees 1x1x512); without it at a non-square size.
 SHAPE = (32, 32, 3)
 NO_TOP_SHAPE = (64, 48, 3)
-
-
-def _keras():
-  try:
-    return keras_import.keras()
-  except ImportError:
-    pytest.skip("Keras is not installed")
 
 
 def _randomise(keras_model, seed: int = 0) -> None:
@@ -122,7 +113,7 @@ def _randomise(keras_model, seed: int = 0) -> None:
 
 
 def _twin(name, num_classes):
-  _keras()
+  keras_or_skip()
   keras_model = keras_import.build_keras_twin(name, SHAPE, num_classes=num_classes)
   _randomise(keras_model)
   return keras_model
@@ -135,7 +126,7 @@ def keras_vgg16():
 
 @pytest.fixture(scope="module")
 def keras_vgg16_no_top():
-  keras_model = _keras().applications.VGG16(weights=None, include_top=False, pooling="avg",
+  keras_model = keras_or_skip().applications.VGG16(weights=None, include_top=False, pooling="avg",
                                             input_shape=NO_TOP_SHAPE)
   _randomise(keras_model, seed=1)
   return keras_model
@@ -149,7 +140,7 @@ def _pixels(shape, seed: int = 0) -> np.ndarray:
 def _keras_outputs(keras_model, pixels, features_layer=None):
   """Keras's (features, output) on `pixels` in [0, 1], preprocessed by Keras itself; without
   `features_layer` the features are the output (a model without its top)."""
-  keras = _keras()
+  keras = keras_or_skip()
   x = keras.applications.vgg16.preprocess_input(pixels * 255.0)
   features = keras_model.get_layer(features_layer).output if features_layer else keras_model.output
   both = keras.Model(keras_model.inputs, [features, keras_model.output])
