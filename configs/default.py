@@ -21,7 +21,7 @@ def get_config(arg=None):
                         brightness=0.2, contrast=0.2, saturation=0.0, hue=0.0))
   c.model.name = "small_cnn"
   c.model.small_cnn = dict(widths=(32, 64, 128), dense=128, dropout=0.25, batch_norm=True)
-  c.loss = dict(name="focal", gamma=2.0, alpha=0.25)
+  c.loss.update(dict(name="focal", gamma=2.0, alpha=0.25))
   c.optim.update(dict(name="adam", learning_rate=3e-3, schedule="cosine"))
   c.train.update(dict(batch_size=32, epochs=30, patience=10, select_metric="macro_f1"))
   if a.tiny:

@@ -18,7 +18,7 @@ def get_config(arg=None):
   c.sampler.name = "instance"
   c.model.name = "mlp"
   c.model.mlp = dict(hidden=(128, 64), dropout=0.1, negative_slope=0.01)
-  c.loss = dict(name="focal", gamma=2.0, alpha=0.25)
+  c.loss.update(dict(name="focal", gamma=2.0, alpha=0.25))
   c.optim.update(dict(name="adam", learning_rate=1e-3))
   c.train.update(dict(batch_size=32, epochs=40, patience=10, select_metric="macro_f1"))
   if a.tiny:

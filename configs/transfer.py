@@ -26,7 +26,6 @@ def get_config(arg=None):
   c.model.densenet121 = dict(remat=False, dropout=0.0, head_hidden=0)
   c.transfer.update(dict(warmup_epochs=10, freeze_batch_norm=True,
                          freeze="^(stem|blocks/0|blocks/1|transitions/0|transitions/1)/"))
-  c.loss = dict(name="cross_entropy")
   c.optim.update(dict(name="adam", learning_rate=1e-4))
   c.train.update(dict(batch_size=32, eval_batch_size=128, epochs=40, patience=10))
   if a.cpu or a.tiny:

@@ -22,6 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
       path="",               # npz file, image folder or csv file
       split="train",         # tfds split
       npz_split=-1,          # npz: keep rows whose `split` equals this (-1: all rows)
+      test_split="",         # split.mode=holdout: the fixed test set (tfds split name, npz split value)
       data_dir="",           # tfds data_dir ("" = the tfds default)
       download=False,        # tfds: allowed to download and prepare when missing
       image_key="image",     # tfds feature / npz array holding the inputs
@@ -42,18 +43,25 @@ def base_config() -> ml_collections.ConfigDict:
       shuffle_classes=False,  # which class is the head: False keeps class 0 as the head
   ))
 
-  # Stratified (grouped) k-fold with a validation part (jimb.data.splits).
+  # Stratified (grouped) k-fold with a validation part, or the source's own fixed test set
+  # (holdout: CIFAR-LT style, the imbalance profile applied to the training split only).
   c.split = ml_collections.ConfigDict(dict(
+      mode="kfold",          # kfold | holdout (needs data.test_split)
       folds=5,
-      val_fraction=0.15,     # carved from each training fold, stratified (and grouped)
+      val_fraction=0.15,     # carved from each training part, stratified (and grouped)
       small_classes="error",  # a class with fewer members than folds: error | drop
       only_folds="",         # comma-separated fold indices to run ("" = all)
   ))
 
   # Which training examples each batch holds (jimb.data.sampler).
+  # active: TLC's F1-driven quotas, n_k = (1 - F1_k) / sum_j (1 - F1_j) * batch, from the F1 on a
+  # contrast part carved from the training part (jimb.training.active).
   c.sampler = ml_collections.ConfigDict(dict(
-      name="instance",       # instance | class_balanced | power
+      name="instance",       # instance | class_balanced | power | active
       q=0.5,                 # power: class c drawn with probability proportional to n_c ** q
+      contrast_fraction=0.1,  # active: share of the training part held out to measure F1
+      update_every_steps=0,  # active: recompute quotas every this many steps (0: every epoch)
+      floor=1,               # active: at least this many examples of every class per batch
   ))
 
   # Training-time augmentation of images (jimb.data.augment); never applied to evaluation.
@@ -75,7 +83,14 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="float32",       # compute dtype: float32 | bfloat16 (parameters and loss stay float32)
       pretrained="",         # "" | imagenet | a Keras weights file: convert Keras weights (needs keras)
   ))
-  c.loss = ml_collections.ConfigDict(dict(name="cross_entropy"))
+  # The named loss (jimb.losses) with its own options added by configs (c.loss.update(...)),
+  # plus the class re-weighting every loss takes.
+  c.loss = ml_collections.ConfigDict(dict(
+      name="cross_entropy",
+      class_weights="",      # "" | balanced | effective_number | "w0,w1,..."
+      beta=0.9999,           # effective_number
+      drw_epoch=0,           # class weights apply from this epoch on (0: from the start)
+  ))
   c.optim = ml_collections.ConfigDict(dict(
       name="adam",           # adam | adamw | sgd | rmsprop
       learning_rate=1e-3,
@@ -104,6 +119,22 @@ def base_config() -> ml_collections.ConfigDict:
       select_metric="macro_f1",  # validation metric that picks the best epoch
       log_every_epochs=1,
   ))
+
+  # Decoupled stage 2 after training (jimb.training.head): crt re-trains the classifier on frozen
+  # features with a class-balanced sampler; tau_norm rescales each class's classifier weights;
+  # logit_adjust subtracts tau * log(training prior) from the logits. Stage-1 test metrics are
+  # kept beside the stage-2 ones.
+  c.stage2 = ml_collections.ConfigDict(dict(
+      method="none",         # none | crt | tau_norm | logit_adjust
+      tau=1.0,               # tau_norm and logit_adjust
+      epochs=10,             # crt
+      batch_size=128,        # crt
+      learning_rate=1e-2,    # crt (Adam, cosine to 0)
+  ))
+
+  # Per-class accuracy grouped by training-set size, as in long-tailed recognition papers:
+  # many-shot (> many_shot examples), medium, few-shot (< few_shot).
+  c.report = ml_collections.ConfigDict(dict(many_shot=100, few_shot=20))
 
   c.checkpoint = ml_collections.ConfigDict(dict(
       keep_latest=1,

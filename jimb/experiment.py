@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jimb import checkpointing, metrics, report
-from jimb.data import imbalance, sources, splits
+from jimb.data import dataset, imbalance, sources, splits
 from jimb.data.dataset import Dataset
 from jimb.training import fold as fold_lib
 from jimb.training import mesh as mesh_lib
@@ -30,20 +30,34 @@ _FREE_KEYS = ("split.only_folds", "train.log_every_epochs")
 
 
 def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dict]:
-  """Source -> imbalance profile -> class-size check -> folds, with the counts at each stage."""
+  """Source -> imbalance profile -> class-size check -> folds, with the counts at each stage.
+
+  With split.mode=holdout the profile thins the training split only and the source's test split
+  is the single fold's test part, as the long-tailed benchmarks prescribe.
+  """
   if config.train.select_metric not in metrics.METRIC_NAMES:
     raise ValueError(f"unknown --config.train.select_metric={config.train.select_metric!r}; "
                      f"choose one of {metrics.METRIC_NAMES}")
   source = sources.load_source(config.data)
   ds = imbalance.make_imbalanced(source, config.imbalance, seed=config.seed)
-  ds = splits.check_class_sizes(ds, config.split.folds, config.split.small_classes)
-  folds = splits.make_folds(ds, config.split.folds, config.split.val_fraction, seed=config.seed)
+  counts = ds.class_counts()   # what training and validation draw from
+  if config.split.mode == "holdout":
+    num_train = len(ds.y)
+    ds = dataset.concat(ds, sources.load_test_source(config.data))
+    folds = [splits.holdout_fold(ds, num_train, config.split.val_fraction, seed=config.seed)]
+  elif config.split.mode == "kfold":
+    ds = splits.check_class_sizes(ds, config.split.folds, config.split.small_classes)
+    counts = ds.class_counts()
+    folds = splits.make_folds(ds, config.split.folds, config.split.val_fraction, seed=config.seed)
+  else:
+    raise ValueError(f"unknown --config.split.mode={config.split.mode!r}; choose kfold or holdout")
   info = {
       "name": ds.name, "num_examples": len(ds.y), "input_shape": list(ds.x.shape[1:]),
       "class_names": list(ds.class_names), "grouped": ds.groups is not None,
       "source_class_counts": dict(zip(source.class_names, source.class_counts().tolist())),
-      "class_counts": ds.class_counts().tolist(),
-      "imbalance_ratio": float(ds.class_counts().max() / max(ds.class_counts().min(), 1)),
+      "class_counts": counts.tolist(),
+      "imbalance_ratio": float(counts.max() / max(counts.min(), 1)),
+      "split": config.split.mode,
   }
   log(f"data: {ds.name} {tuple(ds.x.shape)}, {ds.num_classes} classes, counts "
       f"{info['class_counts']} (IR {info['imbalance_ratio']:.1f}), {len(folds)} folds")

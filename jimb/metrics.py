@@ -148,6 +148,27 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray,
   return out
 
 
+def shot_accuracy(per_class_recall: Sequence[float], train_counts: np.ndarray, many_shot: int,
+                  few_shot: int) -> dict[str, Any]:
+  """Mean per-class accuracy (recall) over many-shot (> many_shot training examples), medium and
+  few-shot (< few_shot) classes, the long-tailed recognition convention (Liu et al. 2019: 100
+  and 20). A group without classes, or whose classes are absent from the evaluation part, is NaN.
+  """
+  if not 0 <= few_shot <= many_shot:
+    raise ValueError(f"need 0 <= --config.report.few_shot ({few_shot}) <= "
+                     f"--config.report.many_shot ({many_shot})")
+  recall = np.asarray(per_class_recall, np.float64)
+  counts = np.asarray(train_counts)
+  groups = {"many": counts > many_shot, "few": counts < few_shot}
+  groups["medium"] = ~(groups["many"] | groups["few"])
+  out: dict[str, Any] = {"shot_classes": {}}
+  for name, members in groups.items():
+    values = recall[members & ~np.isnan(recall)]
+    out[f"{name}_shot_accuracy"] = float(values.mean()) if values.size else float("nan")
+    out["shot_classes"][name] = np.flatnonzero(members).tolist()
+  return out
+
+
 def summarize(per_fold: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
   """{metric: {"mean", "std"}} over folds for every scalar metric.
 

@@ -19,6 +19,8 @@ import optax
 import pytest
 
 from jimb.models import build_model, densenet, keras_import
+from jimb.training import mesh as mesh_lib
+from jimb.training import step as step_lib
 
 # `keras.applications.DenseNet{121,169,201}(weights=None).count_params()` (Keras 3.15.1).
 KERAS_PARAMS = {121: 8_062_504, 169: 14_307_880, 201: 20_242_984}
@@ -83,7 +85,8 @@ def _loss_fn(model):
 def _train_step(model, x, y):
   """Logits, loss gradients wrt parameters, and BatchNorm statistics after one training forward."""
   loss, params, rest = _loss_fn(model)
-  step = jax.jit(jax.grad(loss, has_aux=True), compiler_options=FAST_COMPILE)
+  step = jax.jit(jax.grad(loss, has_aux=True),
+                 compiler_options=FAST_COMPILE | (step_lib.compiler_options() or {}))
   grads, (logits, stats) = step(params, rest, x, y)
   return logits, grads, stats
 
@@ -167,6 +170,28 @@ def test_remat_keeps_fewer_activations_for_the_backward_pass():
   plain = _residual_bytes(model, x, y)
   model.remat = True
   assert _residual_bytes(model, x, y) < 0.5 * plain
+
+
+def test_remat_lowers_the_compiled_train_step_memory():
+  """jimb's train step keeps the recomputation apart on every backend, so XLA allocates less."""
+  batch = {"x": jax.ShapeDtypeStruct((8, 64, 64, 3), jnp.float32),
+           "y": jax.ShapeDtypeStruct((8,), jnp.int32)}
+  stats = jax.ShapeDtypeStruct((3,), jnp.float32)
+  tx = optax.sgd(0.1)
+  temp = {}
+  for remat in (False, True):
+    graphdef, params, rest = nnx.split(nnx.eval_shape(lambda: densenet.DenseNet(
+        num_classes=3, input_shape=(64, 64, 3), rngs=nnx.Rngs(params=0), blocks=(12, 2),
+        growth_rate=8, remat=remat)), nnx.Param, ...)
+    state = step_lib.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                                rest=rest, opt_state=jax.eval_shape(tx.init, params))
+    step = step_lib.make_train_step(
+        graphdef, tx, optax.softmax_cross_entropy_with_integer_labels, None,
+        mesh_lib.make_mesh(jax.devices()[:1]))
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    compiled = step.lower(state, batch, key, stats, stats).compile()
+    temp[remat] = compiled.memory_analysis().temp_size_in_bytes
+  assert temp[True] < 0.6 * temp[False], temp   # about 1.0 when XLA merges the recomputation
 
 
 def test_bfloat16_computes_close_to_float32_with_float32_params():

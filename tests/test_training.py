@@ -63,7 +63,8 @@ def test_batch_size_must_divide_over_devices():
 
 
 def test_non_finite_loss_stops_with_a_clear_message(monkeypatch, tmp_path):
-  nan_loss = lambda cfg, counts: (lambda logits, labels: jnp.full(labels.shape, jnp.nan))
+  nan_loss = lambda cfg, counts: losses.Loss(lambda logits, labels: jnp.full(labels.shape, jnp.nan),
+                                             num_classes=len(counts))
   monkeypatch.setattr(fold_lib.losses, "build_loss", nan_loss)
   with pytest.raises(FloatingPointError, match="learning_rate.*grad_clip"):
     experiment.train_and_evaluate(tiny_config(), tmp_path, log=lambda s: None)

@@ -61,3 +61,18 @@ class Dataset:
     return dataclasses.replace(
         self, x=self.x[index], y=self.y[index],
         groups=None if self.groups is None else self.groups[index])
+
+
+def concat(first: Dataset, second: Dataset) -> Dataset:
+  """`first`'s rows then `second`'s: a training split and its separate test split as one."""
+  if first.class_names != second.class_names:
+    raise ValueError(f"datasets {first.name!r} and {second.name!r} name their classes "
+                     f"differently: {first.class_names} vs {second.class_names}")
+  if first.x.shape[1:] != second.x.shape[1:] or first.x.dtype != second.x.dtype:
+    raise ValueError(f"datasets {first.name!r} and {second.name!r} hold different inputs: "
+                     f"{first.x.dtype}{first.x.shape[1:]} vs {second.x.dtype}{second.x.shape[1:]}")
+  if (first.groups is None) != (second.groups is None):
+    raise ValueError(f"only one of {first.name!r} and {second.name!r} has group ids")
+  groups = None if first.groups is None else np.concatenate([first.groups, second.groups])
+  return dataclasses.replace(first, x=np.concatenate([first.x, second.x]),
+                             y=np.concatenate([first.y, second.y]), groups=groups)

@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-MODES = ("instance", "class_balanced", "power")
+MODES = ("instance", "class_balanced", "power", "active")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -21,7 +21,9 @@ class ClassAwareSampler:
 
   instance: classes in proportion to their counts (a plain shuffle); class_balanced: every
   present class equally often; power: class c in proportion to n_c ** q (q=1 instance, q=0
-  class-balanced, q=0.5 square-root). Within a class, examples are equally likely.
+  class-balanced, q=0.5 square-root); active: batches of exact per-class quotas that the
+  trainer updates from F1 scores (`quota_batches`, jimb.data.active), equal before the first
+  update. Within a class, examples are equally likely.
   """
 
   labels: np.ndarray = dataclasses.field(repr=False)
@@ -123,6 +125,32 @@ class ClassAwareSampler:
     start = self.process_index * local
     return drawn.reshape(self.steps_per_epoch, self.global_batch_size)[
         :, start:start + local].astype(np.int64)
+
+  def quota_batches(self, epoch: int, first_step: int, num_steps: int,
+                    quotas: np.ndarray) -> np.ndarray:
+    """This process's (num_steps, local batch) positions; each global batch holds exactly
+    `quotas[k]` examples of class k, drawn with replacement (a quota may exceed a class's size).
+
+    Batch `step` of `epoch` depends on (seed, epoch, step, quotas) alone, so quotas may change
+    between any two steps and a resumed run redraws the same batches.
+    """
+    quotas = np.asarray(quotas, np.int64)
+    counts = self.class_counts()
+    if quotas.shape != (self.num_classes,) or quotas.sum() != self.global_batch_size:
+      raise ValueError(f"quotas must give one count per class summing to the batch size "
+                       f"{self.global_batch_size}; got {quotas.tolist()}")
+    if np.any(quotas < 0) or np.any((quotas > 0) & (counts == 0)):
+      raise ValueError(f"quotas {quotas.tolist()} ask for classes absent from the training "
+                       f"part (counts {counts.tolist()}) or are negative")
+    members = [np.flatnonzero(self.labels == c) for c in range(self.num_classes)]
+    local = self.local_batch_size
+    start = self.process_index * local
+    out = np.empty((num_steps, local), np.int64)
+    for row, step in enumerate(range(first_step, first_step + num_steps)):
+      rng = np.random.default_rng([self.seed, epoch, step])
+      batch = np.concatenate([m[rng.integers(0, len(m), q)] for m, q in zip(members, quotas) if q])
+      out[row] = rng.permutation(batch)[start:start + local]
+    return out
 
   def _checked_weights(self, class_weights: np.ndarray, present: np.ndarray) -> np.ndarray:
     weights = np.asarray(class_weights, dtype=np.float64)

@@ -41,6 +41,28 @@ def load_source(data_cfg) -> Dataset:
   return ds
 
 
+def load_test_source(data_cfg) -> Dataset:
+  """The source's fixed test split, `data_cfg.test_split`: a tfds split name or an npz split value."""
+  test_split = str(data_cfg.test_split)
+  if not test_split:
+    raise ValueError("--config.split.mode=holdout tests on the source's own test split; set "
+                     "--config.data.test_split (e.g. test for tfds, 1 for an npz split value)")
+  cfg = data_cfg.copy_and_resolve_references()
+  with cfg.unlocked():
+    if data_cfg.source == "tfds":
+      cfg.split = test_split
+    elif data_cfg.source == "npz":
+      try:
+        cfg.npz_split = int(test_split)
+      except ValueError as e:
+        raise ValueError(f"--config.data.test_split={test_split!r} must be the integer value of "
+                         "the npz file's `split` array for the test rows (e.g. 1)") from e
+    else:
+      raise ValueError(f"--config.data.source={data_cfg.source} has no fixed test split; use "
+                       "--config.split.mode=kfold, or the npz or tfds source")
+  return load_source(cfg)
+
+
 def resize_images(x: np.ndarray, size: int, chunk: int = 1024) -> np.ndarray:
   """Bilinear (antialiased when shrinking) resize of NHWC images, keeping the dtype."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -18,15 +18,20 @@ import jax
 import numpy as np
 
 from jimb import checkpointing, losses, metrics
+from jimb.data import active
 from jimb.data import augment as augment_lib
 from jimb.data import pipeline, preprocess
 from jimb.data import sampler as sampler_lib
+from jimb.data import splits
 from jimb.data.dataset import Dataset
 from jimb.data.splits import Fold
 from jimb.models import build_model, pretrained
 from jimb.training import mesh as mesh_lib
+from jimb.training import head
 from jimb.training import step as step_lib
 from jimb.training import transfer
+
+STAGE2_METHODS = ("none", "crt", "tau_norm", "logit_adjust")
 
 Log = Callable[[str], None]
 
@@ -37,11 +42,12 @@ class FoldSetup:
 
   fold: Fold
   num_classes: int
-  x: dict[str, np.ndarray]          # "train" / "val" / "test", host-preprocessed float32
+  x: dict[str, np.ndarray]          # "train" / "val" / "test" (/ "contrast"), host-preprocessed
   y: dict[str, np.ndarray]
   mean: jax.Array
   std: jax.Array
   sampler: sampler_lib.ClassAwareSampler
+  loss: losses.Loss
   graphdef: Any
   init_state: step_lib.TrainState
   tx: Any
@@ -49,9 +55,27 @@ class FoldSetup:
   mesh: jax.sharding.Mesh
 
 
+def _parts(config, ds: Dataset, fold: Fold) -> dict[str, np.ndarray]:
+  """The fold's parts; the active sampler's contrast part is carved from the training part."""
+  if config.sampler.name != "active":
+    return {"train": fold.train, "val": fold.val, "test": fold.test}
+  fraction = config.sampler.contrast_fraction
+  if not 0 < fraction < 1:
+    raise ValueError(f"--config.sampler.contrast_fraction must lie in (0, 1), got {fraction}; "
+                     "the active sampler needs a contrast part to measure F1 on (e.g. 0.1)")
+  # Another random stream than the validation carve's (seed), so the two parts are unrelated.
+  train, contrast = splits.carve(ds, fold.train, fraction, config.seed + 1, fold.index)
+  return {"train": np.sort(train), "contrast": np.sort(contrast), "val": fold.val,
+          "test": fold.test}
+
+
 def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh) -> FoldSetup:
-  parts = {"train": fold.train, "val": fold.val, "test": fold.test}
-  pre = preprocess.fit_preprocessor(ds.x[fold.train], config.data, ds.is_image, ds.feature_names)
+  if config.stage2.method not in STAGE2_METHODS:
+    raise ValueError(f"unknown --config.stage2.method={config.stage2.method!r}; choose one of "
+                     f"{STAGE2_METHODS}")
+  parts = _parts(config, ds, fold)
+  pre = preprocess.fit_preprocessor(ds.x[parts["train"]], config.data, ds.is_image,
+                                    ds.feature_names)
   x = {k: pre.host(ds.x[idx], ds.feature_names) for k, idx in parts.items()}
   y = {k: ds.y[idx].astype(np.int32) for k, idx in parts.items()}
   mesh_lib.check_batch_size(config.train.batch_size, mesh)
@@ -59,10 +83,13 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh) -> Fold
       y["train"], ds.num_classes, config.sampler, config.train.batch_size,
       seed=config.seed * 1000 + fold.index, process_index=jax.process_index(),
       process_count=jax.process_count())
+  loss = losses.build_loss(config.loss, sampler.class_counts())
   key = jax.random.fold_in(jax.random.key(config.seed), fold.index)
   init_key, train_key = jax.random.split(key)
-  total = config.train.epochs * sampler.steps_per_epoch
-  tx = transfer.build_optimizer(config.optim, config.transfer, total, sampler.steps_per_epoch)
+  # Complement objective training updates twice per batch; schedules count updates.
+  updates_per_epoch = sampler.steps_per_epoch * (2 if loss.complement else 1)
+  tx = transfer.build_optimizer(config.optim, config.transfer,
+                                config.train.epochs * updates_per_epoch, updates_per_epoch)
   shape = x["train"].shape[1:]
   build = lambda k: transfer.freeze_batch_norm(
       build_model(config.model, ds.num_classes, shape, k), config.transfer)
@@ -73,25 +100,102 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh) -> Fold
                                               shape, ds.num_classes)
     state = mesh_lib.replicate(state.replace(params=params, rest=rest), mesh)
   mean, std = mesh_lib.replicate((np.asarray(mean), np.asarray(std)), mesh)
-  return FoldSetup(fold, ds.num_classes, x, y, mean, std, sampler, graphdef, state, tx,
+  return FoldSetup(fold, ds.num_classes, x, y, mean, std, sampler, loss, graphdef, state, tx,
                    train_key, mesh)
+
+
+def _batched(setup: FoldSetup, fn, state: step_lib.TrainState, part: str,
+             batch_size: int) -> np.ndarray:
+  """`fn(params, rest, x, mean, std)` over every example of `part`, in order, padding dropped."""
+  batch_size = pipeline.round_up(batch_size, setup.mesh.devices.size)
+  out = []
+  for batch in pipeline.eval_batches(setup.x[part], setup.y[part], batch_size):
+    xb = mesh_lib.full_batch_to_global({"x": batch["x"]}, setup.mesh)["x"]
+    result = fn(state.params, state.rest, xb, setup.mean, setup.std)
+    out.append(np.asarray(jax.device_get(result))[batch["mask"]])
+  return np.concatenate(out)
 
 
 def predict(setup: FoldSetup, predict_fn, state: step_lib.TrainState, part: str,
             batch_size: int) -> np.ndarray:
   """Softmax probabilities for every example of `part`, in order; padding is masked away."""
-  batch_size = pipeline.round_up(batch_size, setup.mesh.devices.size)
-  out = []
-  for batch in pipeline.eval_batches(setup.x[part], setup.y[part], batch_size):
-    xb = mesh_lib.full_batch_to_global({"x": batch["x"]}, setup.mesh)["x"]
-    probs = predict_fn(state.params, state.rest, xb, setup.mean, setup.std)
-    out.append(np.asarray(jax.device_get(probs))[batch["mask"]])
-  return np.concatenate(out) if out else np.zeros((0, setup.num_classes), np.float32)
+  if not len(setup.y[part]):
+    return np.zeros((0, setup.num_classes), np.float32)
+  return _batched(setup, predict_fn, state, part, batch_size)
 
 
-def _new_meta() -> dict[str, Any]:
-  return {"epoch": 0, "class_weights": None, "history": [], "best_epoch": 0,
-          "best_value": None, "stopped_early": False}
+def _stage2(config, setup: FoldSetup, predict_fn, state: step_lib.TrainState) -> np.ndarray:
+  """Test probabilities after the decoupled second stage (config.stage2) on the stage-1 state.
+
+  Everything it fits (the re-trained classifier, the prior) comes from the training part.
+  """
+  s2, batch_size = config.stage2, config.train.eval_batch_size
+  if s2.method == "logit_adjust":
+    log_probs = np.log(np.maximum(predict(setup, predict_fn, state, "test", batch_size),
+                                  np.finfo(np.float32).tiny))
+    adjusted = losses.adjust_logits(log_probs, setup.sampler.class_counts(), s2.tau)
+    return np.asarray(jax.nn.softmax(adjusted, axis=-1))
+  if s2.method == "tau_norm":
+    params = head.tau_normalize(state.params, s2.tau)
+  else:  # crt
+    features = _batched(setup, step_lib.make_features(setup.graphdef, setup.mesh), state,
+                        "train", batch_size)
+    params = head.retrain_head(
+        setup.graphdef, state.params, state.rest, features, setup.y["train"],
+        num_classes=setup.num_classes, epochs=s2.epochs, batch_size=s2.batch_size,
+        learning_rate=s2.learning_rate, sampler="class_balanced", reinit=True,
+        seed=config.seed * 1000 + setup.fold.index)
+  return predict(setup, predict_fn, state.replace(params=params), "test", batch_size)
+
+
+def _new_meta(config, setup: FoldSetup) -> dict[str, Any]:
+  meta = {"epoch": 0, "history": [], "best_epoch": 0, "best_value": None,
+          "stopped_early": False}
+  if config.sampler.name == "active":   # equal quotas until the first F1 measurement
+    quotas = active.quotas(np.zeros(setup.num_classes), config.train.batch_size,
+                           config.sampler.floor, setup.sampler.class_counts() > 0)
+    meta.update(quotas=quotas.tolist(), quota_history=[])
+  return meta
+
+
+def _update_quotas(config, setup: FoldSetup, predict_fn, state, meta: dict, epoch: int,
+                   step: int, log: Log) -> None:
+  """TLC: the contrast part's per-class F1 sets the quotas of the batches that follow."""
+  probs = predict(setup, predict_fn, state, "contrast", config.train.eval_batch_size)
+  f1 = active.f1_per_class(setup.y["contrast"], probs.argmax(axis=1), setup.num_classes)
+  quotas = active.quotas(f1, config.train.batch_size, config.sampler.floor,
+                         setup.sampler.class_counts() > 0)
+  meta["quotas"] = quotas.tolist()
+  meta["quota_history"].append({"epoch": epoch, "step": step, "f1": np.round(f1, 4).tolist(),
+                                "quotas": quotas.tolist()})
+  log(f"  fold {setup.fold.index} epoch {epoch + 1} step {step}: contrast F1 "
+      f"{np.round(f1, 2).tolist()} -> quotas {quotas.tolist()}")
+
+
+def _train_epoch(config, setup: FoldSetup, train_step, predict_fn, state, meta: dict,
+                 log: Log):
+  """One epoch of steps: (state, mean loss). The active sampler re-sets its quotas every
+  `update_every_steps` steps (or once, after the epoch)."""
+  epoch, steps = meta["epoch"], setup.sampler.steps_per_epoch
+  is_active = config.sampler.name == "active"
+  every = (config.sampler.update_every_steps or steps) if is_active else steps
+  if every < 0:
+    raise ValueError(f"--config.sampler.update_every_steps must be >= 0, got {every}")
+  weights = mesh_lib.replicate(setup.loss.epoch_weights(epoch), setup.mesh)
+  step_losses = []
+  for first in range(0, steps, every):
+    count = min(every, steps - first)
+    if is_active:
+      index_map = setup.sampler.quota_batches(epoch, first, count, np.asarray(meta["quotas"]))
+    else:
+      index_map = setup.sampler.epoch_indices(epoch)
+    for batch in pipeline.train_batches(setup.x["train"], setup.y["train"], index_map):
+      state, m = train_step(state, mesh_lib.local_batch_to_global(batch, setup.mesh), setup.key,
+                            setup.mean, setup.std, weights)
+      step_losses.append(m["loss"])
+    if is_active:
+      _update_quotas(config, setup, predict_fn, state, meta, epoch, first + count, log)
+  return state, float(np.mean(jax.device_get(step_losses)))
 
 
 def train_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
@@ -99,15 +203,15 @@ def train_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   """Trains (or resumes) one fold: its record (test metrics included) and test probabilities."""
   tc = config.train
   k = setup.num_classes
-  loss_fn = losses.build_loss(config.loss, setup.sampler.class_counts())
   channels = setup.x["train"].shape[-1]
   augment = augment_lib.make_augment(config.augment, channels) if setup.x["train"].ndim == 4 else None
-  train_step = step_lib.make_train_step(setup.graphdef, setup.tx, loss_fn, augment, setup.mesh)
+  train_step = step_lib.make_train_step(setup.graphdef, setup.tx, setup.loss.fn, augment,
+                                        setup.mesh, setup.loss.complement)
   predict_fn = step_lib.make_predict(setup.graphdef, setup.mesh)
   abstract = checkpointing.abstract_like(setup.init_state)
   has_val = len(setup.y["val"]) > 0
 
-  state, meta = setup.init_state, _new_meta()
+  state, meta = setup.init_state, _new_meta(config, setup)
   latest = ckpt.latest_epoch()
   if latest is not None:
     state, meta = ckpt.restore(latest, abstract)
@@ -117,14 +221,7 @@ def train_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   while meta["epoch"] < tc.epochs and not meta["stopped_early"]:
     t0 = time.perf_counter()
     epoch = meta["epoch"]
-    weights = None if meta["class_weights"] is None else np.asarray(meta["class_weights"])
-    index_map = setup.sampler.epoch_indices(epoch, weights)
-    step_losses = []
-    for batch in pipeline.train_batches(setup.x["train"], setup.y["train"], index_map):
-      state, m = train_step(state, mesh_lib.local_batch_to_global(batch, setup.mesh), setup.key,
-                            setup.mean, setup.std)
-      step_losses.append(m["loss"])
-    loss = float(np.mean(jax.device_get(step_losses)))
+    state, loss = _train_epoch(config, setup, train_step, predict_fn, state, meta, log)
     if not math.isfinite(loss):
       raise FloatingPointError(
           f"fold {setup.fold.index} epoch {epoch + 1}: training loss is {loss}. Lower "
@@ -156,9 +253,20 @@ def train_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   return finish_fold(config, setup, ckpt, meta, train_time)
 
 
+def _test_metrics(config, setup: FoldSetup, probs: np.ndarray) -> dict[str, Any]:
+  """Imbalance metrics plus many/medium/few-shot accuracy by training-part class size."""
+  out = metrics.classification_metrics(setup.y["test"], probs, setup.num_classes)
+  out.update(metrics.shot_accuracy(out["per_class"]["recall"], setup.sampler.class_counts(),
+                                   config.report.many_shot, config.report.few_shot))
+  return out
+
+
 def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
                 meta: dict[str, Any], train_time: float = 0.0) -> tuple[dict, np.ndarray]:
-  """Restores the best epoch and evaluates it on the fold's test part: (record, test probs)."""
+  """Restores the best epoch and evaluates it on the fold's test part: (record, test probs).
+
+  With a stage 2 the record's "test" is the stage-2 result and "test_stage1" the stage-1 one.
+  """
   t0 = time.perf_counter()
   if not meta["best_epoch"]:
     raise checkpointing.CheckpointError(
@@ -166,20 +274,23 @@ def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   state, _ = ckpt.restore(meta["best_epoch"], checkpointing.abstract_like(setup.init_state))
   predict_fn = step_lib.make_predict(setup.graphdef, setup.mesh)
   probs = predict(setup, predict_fn, state, "test", config.train.eval_batch_size)
-  k = setup.num_classes
+  tests = {"test": _test_metrics(config, setup, probs)}
+  if config.stage2.method != "none":
+    probs = _stage2(config, setup, predict_fn, state)
+    tests = {"test": _test_metrics(config, setup, probs), "test_stage1": tests["test"]}
+  sampled = ({"quotas_per_batch": meta["quotas"]} if "quotas" in meta else
+             {"train_sampled_per_epoch": np.round(setup.sampler.counts_per_epoch(), 2).tolist()})
   return {
       "index": setup.fold.index,
       "sizes": {p: int(len(v)) for p, v in setup.y.items()},
-      "class_counts": {
-          **{p: np.bincount(v, minlength=k).tolist() for p, v in setup.y.items()},
-          "train_sampled_per_epoch": np.round(setup.sampler.counts_per_epoch(
-              None if meta["class_weights"] is None else np.asarray(meta["class_weights"])), 2).tolist(),
-      },
+      "class_counts": {**{p: np.bincount(v, minlength=setup.num_classes).tolist()
+                          for p, v in setup.y.items()}, **sampled},
       "best_epoch": meta["best_epoch"],
       "epochs_run": meta["epoch"],
       "stopped_early": meta["stopped_early"],
       "history": meta["history"],
-      "test": metrics.classification_metrics(setup.y["test"], probs, k),
+      **({"quota_history": meta["quota_history"]} if "quota_history" in meta else {}),
+      **tests,
       "timings": {"train_s": round(train_time, 2), "test_s": round(time.perf_counter() - t0, 2)},
   }, probs
 

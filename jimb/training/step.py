@@ -48,37 +48,63 @@ def create_state(build: Callable[[jax.Array], Classifier], tx: optax.GradientTra
   return graphdef, state
 
 
+def compiler_options() -> dict[str, str] | None:
+  """XLA options for steps with a backward pass.
+
+  XLA:CPU expands the optimisation barriers of `jax.checkpoint` before its first CSE and fusion
+  passes, which then merge the recomputation back into the forward pass, so rematerialisation
+  (the memory-efficient DenseNet) saved nothing on CPU. Skipping that expansion keeps the
+  barriers to code generation, as XLA:GPU and TPU do. Without barriers in the program it changes
+  nothing.
+  """
+  if jax.default_backend() == "cpu":
+    return {"xla_disable_hlo_passes": "cse_barrier_expander"}
+  return None
+
+
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
                     augment: Callable[[jax.Array, jax.Array], jax.Array] | None,
-                    mesh: jax.sharding.Mesh):
-  """Returns jitted `step(state, batch, key, mean, std) -> (state, metrics)`.
+                    mesh: jax.sharding.Mesh,
+                    complement_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None):
+  """Returns jitted `step(state, batch, key, mean, std, class_weights=None) -> (state, metrics)`.
 
   `batch` holds the global batch ("x" raw inputs in [0, 1] or host-preprocessed features, "y"
-  labels); augmentation and normalisation run inside the step, on the devices.
+  labels); augmentation and normalisation run inside the step, on the devices. The batch loss
+  is mean(class_weights[y] * loss_fn(logits, y)) (plain mean without weights). With
+  `complement_fn` (complement objective training) every batch gets a second update that
+  minimises the complement objective on fresh logits, as in Chen et al. (2019).
   """
 
-  def step(state: TrainState, batch, key, mean, std):
-    k_aug, k_drop = jax.random.split(jax.random.fold_in(key, state.step))
-    x = batch["x"]
-    if augment is not None:
-      x = augment(k_aug, x)
-    x = normalize(x, mean, std)
-
+  def update(state: TrainState, x, y, weights, key, objective_fn):
     def objective(params, rest):
       model = nnx.merge(graphdef, params, rest, copy=True)
-      logits = model(x, train=True, key=k_drop)
-      loss = loss_fn(logits, batch["y"]).mean()
-      return loss, nnx.state(model, nnx.Not(nnx.Param))
+      logits = model(x, train=True, key=key)
+      per_example = objective_fn(logits, y)
+      if weights is not None:
+        per_example = weights[y] * per_example
+      return per_example.mean(), nnx.state(model, nnx.Not(nnx.Param))
 
     (loss, rest), grads = jax.value_and_grad(objective, has_aux=True)(state.params, state.rest)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-    return TrainState(step=state.step + 1, params=params, rest=rest, opt_state=opt_state), metrics
+    new = TrainState(step=state.step, params=params, rest=rest, opt_state=opt_state)
+    return new, loss, optax.tree.norm(grads)
+
+  def step(state: TrainState, batch, key, mean, std, class_weights=None):
+    k_aug, k_drop, k_comp = jax.random.split(jax.random.fold_in(key, state.step), 3)
+    x = batch["x"]
+    if augment is not None:
+      x = augment(k_aug, x)
+    x = normalize(x, mean, std)
+    state, loss, grad_norm = update(state, x, batch["y"], class_weights, k_drop, loss_fn)
+    if complement_fn is not None:
+      state, _, _ = update(state, x, batch["y"], class_weights, k_comp, complement_fn)
+    return state.replace(step=state.step + 1), {"loss": loss, "grad_norm": grad_norm}
 
   rep = mesh_lib.replicated(mesh)
-  return jax.jit(step, out_shardings=(rep, rep), donate_argnums=0)
+  return jax.jit(step, out_shardings=(rep, rep), donate_argnums=0,
+                 compiler_options=compiler_options())
 
 
 def make_predict(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
