@@ -15,9 +15,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and results go; rerun the "
                                "same command to resume.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "study"],
                           "train: k-fold train and evaluate (resumes); eval: re-evaluate the "
-                          "saved best checkpoints without training.")
+                          "saved best checkpoints without training; study: the config's "
+                          "resampling study (config.study), resumable.")
 _CACHE = flags.DEFINE_string("compilation_cache", "~/.cache/jimb/xla",
                              "Persistent XLA compilation cache ('' to disable): folds, resumed "
                              "runs and eval runs reuse compiled steps instead of recompiling.")
@@ -34,8 +35,8 @@ def main(argv):
   import jax  # after flag parsing, so --help is fast
   if _CACHE.value and not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  from jimb import experiment
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  from jimb import experiment, study
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
 
@@ -43,7 +44,8 @@ def main(argv):
     if jax.process_index() == 0:
       print(message, flush=True)
 
-  run = experiment.train_and_evaluate if _MODE.value == "train" else experiment.evaluate
+  run = {"train": experiment.train_and_evaluate, "eval": experiment.evaluate,
+         "study": study.run_study}[_MODE.value]
   run(_CONFIG.value, _WORKDIR.value, log=log)
 
 

@@ -35,9 +35,11 @@ def base_config() -> ml_collections.ConfigDict:
       normalize="dataset",   # images: dataset | imagenet | none; tables: dataset (standard) | minmax | none
   ))
 
-  # Making a balanced source imbalanced for study (jimb.data.imbalance).
+  # Making a balanced source imbalanced for study: exp / step thin the whole source
+  # (jimb.data.imbalance); seed 001's scenarios thin each fold's training part after the folds
+  # are drawn and leave its test part balanced (jimb.data.scenarios).
   c.imbalance = ml_collections.ConfigDict(dict(
-      profile="none",        # none | exp | step
+      profile="none",        # none | exp | step | linear | single_majority | single_minority | half_minority
       ratio=10.0,            # imbalance ratio n_max / n_min
       max_per_class=0,       # n_max (0: the smallest class count of the source)
       shuffle_classes=False,  # which class is the head: False keeps class 0 as the head
@@ -120,16 +122,37 @@ def base_config() -> ml_collections.ConfigDict:
       log_every_epochs=1,
   ))
 
+  # Resampling (jimb.resampling): `image` resamples the training part's inputs before training
+  # (IS; selection is kept as indices, synthetic rows are marked), `feature` the frozen
+  # backbone's features of the training part for stage2.method=feature_resample (FS; both: TS).
+  # Each block holds `name` (an imbalanced-learn sampler such as SMOTE or RandomUnderSampler,
+  # JaxSMOTE, or DuplicateToMax / DuplicateToMinimum / DuplicateCeilMultiple) and that
+  # resampler's own options, added by configs (e.g. c.resample.image.k_neighbors = 5).
+  c.resample = ml_collections.ConfigDict(dict(
+      image=ml_collections.ConfigDict(dict(name="")),
+      feature=ml_collections.ConfigDict(dict(name="")),
+      small_classes="error",  # a class too small for k_neighbors: error | reduce_k | ros
+  ))
+
   # Decoupled stage 2 after training (jimb.training.head): crt re-trains the classifier on frozen
   # features with a class-balanced sampler; tau_norm rescales each class's classifier weights;
-  # logit_adjust subtracts tau * log(training prior) from the logits. Stage-1 test metrics are
-  # kept beside the stage-2 ones.
+  # logit_adjust subtracts tau * log(training prior) from the logits; feature_resample fine-tunes
+  # the classifier on the training part's features resampled by resample.feature. Stage-1 test
+  # metrics are kept beside the stage-2 ones.
   c.stage2 = ml_collections.ConfigDict(dict(
-      method="none",         # none | crt | tau_norm | logit_adjust
+      method="none",         # none | crt | tau_norm | logit_adjust | feature_resample
       tau=1.0,               # tau_norm and logit_adjust
-      epochs=10,             # crt
-      batch_size=128,        # crt
-      learning_rate=1e-2,    # crt (Adam, cosine to 0)
+      epochs=10,             # crt, feature_resample
+      batch_size=128,        # crt, feature_resample
+      learning_rate=1e-2,    # crt, feature_resample (Adam, cosine to 0)
+  ))
+
+  # The resampling study of seed 001 (python main.py --mode=study, jimb.study): every scenario x
+  # ratio x method, methods written baseline, IS_<r>, FS_<r>, TS_<r>+<r> with r in RUS, ROS, SMOTE.
+  c.study = ml_collections.ConfigDict(dict(
+      scenarios="linear,single_majority,single_minority,half_minority",
+      ratios="2,5,10",
+      methods="baseline,IS_RUS,IS_ROS,IS_SMOTE,FS_RUS,FS_ROS,FS_SMOTE,TS_SMOTE+SMOTE,TS_SMOTE+RUS",
   ))
 
   # Per-class accuracy grouped by training-set size, as in long-tailed recognition papers:

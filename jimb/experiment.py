@@ -10,6 +10,7 @@ workdir/
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import time
@@ -19,7 +20,7 @@ import jax
 import numpy as np
 
 from jimb import checkpointing, metrics, report
-from jimb.data import dataset, imbalance, sources, splits
+from jimb.data import dataset, imbalance, scenarios, sources, splits
 from jimb.data.dataset import Dataset
 from jimb.training import fold as fold_lib
 from jimb.training import mesh as mesh_lib
@@ -27,6 +28,8 @@ from jimb.training import mesh as mesh_lib
 Log = Callable[[str], None]
 # Keys that choose what to run or show, not what a fold computes: they may change on resume.
 _FREE_KEYS = ("split.only_folds", "train.log_every_epochs")
+# Post-hoc stages on the saved stage-1 checkpoints: eval mode may apply others than training did.
+_POST_HOC = ("stage2.", "resample.feature.", "resample.small_classes", "report.")
 
 
 def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dict]:
@@ -39,8 +42,12 @@ def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dic
     raise ValueError(f"unknown --config.train.select_metric={config.train.select_metric!r}; "
                      f"choose one of {metrics.METRIC_NAMES}")
   source = sources.load_source(config.data)
-  ds = imbalance.make_imbalanced(source, config.imbalance, seed=config.seed)
+  per_fold = config.imbalance.profile in scenarios.SCENARIOS   # seed 001: thin each fold's training part
+  ds = source if per_fold else imbalance.make_imbalanced(source, config.imbalance, seed=config.seed)
   counts = ds.class_counts()   # what training and validation draw from
+  if per_fold and config.split.mode != "kfold":
+    raise ValueError(f"--config.imbalance.profile={config.imbalance.profile} thins the training "
+                     "part of each fold; use --config.split.mode=kfold")
   if config.split.mode == "holdout":
     num_train = len(ds.y)
     ds = dataset.concat(ds, sources.load_test_source(config.data))
@@ -49,6 +56,8 @@ def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dic
     ds = splits.check_class_sizes(ds, config.split.folds, config.split.small_classes)
     counts = ds.class_counts()
     folds = splits.make_folds(ds, config.split.folds, config.split.val_fraction, seed=config.seed)
+    if per_fold:
+      folds = [_thinned(config, ds, fold) for fold in folds]
   else:
     raise ValueError(f"unknown --config.split.mode={config.split.mode!r}; choose kfold or holdout")
   info = {
@@ -62,6 +71,15 @@ def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dic
   log(f"data: {ds.name} {tuple(ds.x.shape)}, {ds.num_classes} classes, counts "
       f"{info['class_counts']} (IR {info['imbalance_ratio']:.1f}), {len(folds)} folds")
   return ds, _selected(folds, config.split.only_folds), info
+
+
+def _thinned(config, ds: Dataset, fold: splits.Fold) -> splits.Fold:
+  """`fold` with its training and validation parts thinned to the imbalance scenario."""
+  cfg = config.imbalance
+  thin = lambda part: scenarios.thin(part, ds.y, ds.num_classes, cfg.profile, cfg.ratio,
+                                     config.seed, fold.index, cfg.max_per_class)
+  return dataclasses.replace(fold, train=thin(fold.train),
+                             val=thin(fold.val) if len(fold.val) else fold.val)
 
 
 def _selected(folds: list[splits.Fold], only: str) -> list[splits.Fold]:
@@ -89,8 +107,8 @@ def _check_workdir_config(config, workdir: pathlib.Path, write: bool) -> dict:
   path = workdir / "config.json"
   if path.exists():
     old, new = _flat(json.loads(path.read_text())), _flat(resolved)
-    diff = sorted(k for k in old.keys() | new.keys()
-                  if k not in _FREE_KEYS and old.get(k) != new.get(k))
+    free = lambda k: k in _FREE_KEYS or (not write and k.startswith(_POST_HOC))
+    diff = sorted(k for k in old.keys() | new.keys() if not free(k) and old.get(k) != new.get(k))
     if diff:
       raise ValueError(
           f"{workdir} holds a run with a different config ({', '.join(diff[:10])} differ); "
@@ -153,8 +171,14 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, log: Log = print) ->
   return results
 
 
-def evaluate(config, workdir: str | pathlib.Path, log: Log = print) -> dict:
-  """Restores each fold's best checkpoint and re-evaluates its test part, without training."""
+def evaluate(config, workdir: str | pathlib.Path, log: Log = print,
+             output: str = "eval_results.json") -> dict:
+  """Restores each fold's best checkpoint and re-evaluates its test part, without training.
+
+  The stage-2 keys (`stage2`, `resample.feature`) may differ from the training run's: the
+  post-hoc stage then runs on the saved stage-1 checkpoints (e.g. several feature-space
+  resamplers on one trained backbone). Results go to `output` in the workdir.
+  """
   workdir = pathlib.Path(workdir)
   resolved = _check_workdir_config(config, workdir, write=False)
   ds, folds, info = load_data(config, log)
@@ -181,6 +205,6 @@ def evaluate(config, workdir: str | pathlib.Path, log: Log = print) -> dict:
     records.append(record)
     probs.append(fold_probs)
   results = report.assemble(resolved, info, folds, records, ds.y, probs)
-  _write_json(workdir / "eval_results.json", results)
+  _write_json(workdir / output, results)
   log(report.summary_table(results))
   return results

@@ -26,12 +26,14 @@ from jimb.data import splits
 from jimb.data.dataset import Dataset
 from jimb.data.splits import Fold
 from jimb.models import build_model, pretrained
+from jimb.resampling import pool as pool_lib
+from jimb.resampling import samplers
 from jimb.training import mesh as mesh_lib
 from jimb.training import head
 from jimb.training import step as step_lib
 from jimb.training import transfer
 
-STAGE2_METHODS = ("none", "crt", "tau_norm", "logit_adjust")
+STAGE2_METHODS = ("none", "crt", "tau_norm", "logit_adjust", "feature_resample")
 
 Log = Callable[[str], None]
 
@@ -46,6 +48,7 @@ class FoldSetup:
   y: dict[str, np.ndarray]
   mean: jax.Array
   std: jax.Array
+  pool: pool_lib.TrainingPool       # what stage 1 draws batches from (image-space resampling)
   sampler: sampler_lib.ClassAwareSampler
   loss: losses.Loss
   graphdef: Any
@@ -73,14 +76,19 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh) -> Fold
   if config.stage2.method not in STAGE2_METHODS:
     raise ValueError(f"unknown --config.stage2.method={config.stage2.method!r}; choose one of "
                      f"{STAGE2_METHODS}")
+  if (config.stage2.method == "feature_resample") != bool(config.resample.feature.name):
+    raise ValueError("feature-space resampling is --config.stage2.method=feature_resample with "
+                     "--config.resample.feature.name=<resampler>; set both or neither")
   parts = _parts(config, ds, fold)
   pre = preprocess.fit_preprocessor(ds.x[parts["train"]], config.data, ds.is_image,
                                     ds.feature_names)
   x = {k: pre.host(ds.x[idx], ds.feature_names) for k, idx in parts.items()}
   y = {k: ds.y[idx].astype(np.int32) for k, idx in parts.items()}
   mesh_lib.check_batch_size(config.train.batch_size, mesh)
+  pool = pool_lib.training_pool(x["train"], y["train"], config.resample,
+                                config.seed * 1000 + fold.index, fold.index)
   sampler = sampler_lib.from_config(
-      y["train"], ds.num_classes, config.sampler, config.train.batch_size,
+      pool.labels, ds.num_classes, config.sampler, config.train.batch_size,
       seed=config.seed * 1000 + fold.index, process_index=jax.process_index(),
       process_count=jax.process_count())
   loss = losses.build_loss(config.loss, sampler.class_counts())
@@ -100,8 +108,8 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh) -> Fold
                                               shape, ds.num_classes)
     state = mesh_lib.replicate(state.replace(params=params, rest=rest), mesh)
   mean, std = mesh_lib.replicate((np.asarray(mean), np.asarray(std)), mesh)
-  return FoldSetup(fold, ds.num_classes, x, y, mean, std, sampler, loss, graphdef, state, tx,
-                   train_key, mesh)
+  return FoldSetup(fold, ds.num_classes, x, y, mean, std, pool, sampler, loss, graphdef, state,
+                   tx, train_key, mesh)
 
 
 def _batched(setup: FoldSetup, fn, state: step_lib.TrainState, part: str,
@@ -135,16 +143,26 @@ def _stage2(config, setup: FoldSetup, predict_fn, state: step_lib.TrainState) ->
                                   np.finfo(np.float32).tiny))
     adjusted = losses.adjust_logits(log_probs, setup.sampler.class_counts(), s2.tau)
     return np.asarray(jax.nn.softmax(adjusted, axis=-1))
+  seed = config.seed * 1000 + setup.fold.index
   if s2.method == "tau_norm":
     params = head.tau_normalize(state.params, s2.tau)
-  else:  # crt
+  else:  # crt, feature_resample: the classifier re-trained on the real training rows' features
     features = _batched(setup, step_lib.make_features(setup.graphdef, setup.mesh), state,
                         "train", batch_size)
+    labels, crt = setup.y["train"], s2.method == "crt"
+    if not crt:
+      feature_cfg = config.resample.feature
+      out = samplers.resample(
+          feature_cfg.name, {k: v for k, v in feature_cfg.items() if k != "name"}, features,
+          labels, seed=seed, small_classes=config.resample.small_classes,
+          where=f" (features of fold {setup.fold.index})", config_key="resample.feature")
+      features = features[out.source] if out.x is None else out.x
+      labels = out.y
     params = head.retrain_head(
-        setup.graphdef, state.params, state.rest, features, setup.y["train"],
+        setup.graphdef, state.params, state.rest, features, labels,
         num_classes=setup.num_classes, epochs=s2.epochs, batch_size=s2.batch_size,
-        learning_rate=s2.learning_rate, sampler="class_balanced", reinit=True,
-        seed=config.seed * 1000 + setup.fold.index)
+        learning_rate=s2.learning_rate, sampler="class_balanced" if crt else "instance",
+        reinit=crt, seed=seed)
   return predict(setup, predict_fn, state.replace(params=params), "test", batch_size)
 
 
@@ -189,7 +207,7 @@ def _train_epoch(config, setup: FoldSetup, train_step, predict_fn, state, meta: 
       index_map = setup.sampler.quota_batches(epoch, first, count, np.asarray(meta["quotas"]))
     else:
       index_map = setup.sampler.epoch_indices(epoch)
-    for batch in pipeline.train_batches(setup.x["train"], setup.y["train"], index_map):
+    for batch in pipeline.train_batches(setup.pool.x, setup.pool.y, setup.pool.rows[index_map]):
       state, m = train_step(state, mesh_lib.local_batch_to_global(batch, setup.mesh), setup.key,
                             setup.mean, setup.std, weights)
       step_losses.append(m["loss"])
@@ -280,11 +298,17 @@ def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
     tests = {"test": _test_metrics(config, setup, probs), "test_stage1": tests["test"]}
   sampled = ({"quotas_per_batch": meta["quotas"]} if "quotas" in meta else
              {"train_sampled_per_epoch": np.round(setup.sampler.counts_per_epoch(), 2).tolist()})
+  resampled = {}
+  if config.resample.image.name:
+    resampled = {"train_resampled": np.bincount(setup.pool.labels,
+                                                minlength=setup.num_classes).tolist(),
+                 "train_synthetic": np.bincount(setup.pool.labels[setup.pool.synthetic],
+                                                minlength=setup.num_classes).tolist()}
   return {
       "index": setup.fold.index,
       "sizes": {p: int(len(v)) for p, v in setup.y.items()},
       "class_counts": {**{p: np.bincount(v, minlength=setup.num_classes).tolist()
-                          for p, v in setup.y.items()}, **sampled},
+                          for p, v in setup.y.items()}, **resampled, **sampled},
       "best_epoch": meta["best_epoch"],
       "epochs_run": meta["epoch"],
       "stopped_early": meta["stopped_early"],

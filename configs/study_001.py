@@ -1,0 +1,41 @@
+"""Seed 001's resampling study: baseline vs image-space (IS), feature-space (FS) and two-stage
+(TS) resampling with RUS / ROS / SMOTE over the linear, single-majority, single-minority and
+half-minority scenarios at IR 2, 5, 10, k-fold; prints its Table II (mean AvAcc, CBA, MAvG and
+average ranks). Resamplers balance classes fully (sampling_strategy auto), SMOTE with k = 5.
+
+python main.py --config=configs/study_001.py --workdir=runs/study --mode=study          (CPU: digits)
+python main.py --config=configs/study_001.py:full --workdir=runs/study_full --mode=study
+    (GPU: TFDS colorectal_histology, 150x150, 8 classes, MobileNet with a 1024-unit FC from
+    ImageNet weights, RMSprop 1e-4, 20 epochs, batch 32, 10 folds: the seed's setting)
+"""
+
+from jimb.config import base_config, parse_arg
+
+
+def get_config(arg=None):
+  a = parse_arg(arg, full=False, tiny=False)
+  c = base_config()
+  c.data.update(dict(source="sklearn", name="digits"))
+  c.split.update(dict(folds=5, val_fraction=0.15))
+  c.sampler.name = "instance"
+  c.resample.small_classes = "reduce_k"     # a tiny minority at IR 10 still gets SMOTE
+  c.model.name = "small_cnn"
+  c.model.small_cnn = dict(widths=(32, 64, 128), dense=128, dropout=0.25, batch_norm=True)
+  c.optim.update(dict(name="rmsprop", learning_rate=1e-3))
+  c.train.update(dict(batch_size=32, epochs=15, select_metric="balanced_accuracy"))
+  c.stage2.update(dict(epochs=10, batch_size=32, learning_rate=1e-3))
+  if a.full:
+    c.data.update(dict(source="tfds", name="colorectal_histology", image_size=150))
+    c.split.folds = 10
+    c.model.update(dict(name="mobilenet_v1", pretrained="imagenet"))
+    c.model.mobilenet_v1 = dict(head_hidden=1024)
+    c.optim.update(dict(name="rmsprop", learning_rate=1e-4))
+    c.train.update(dict(batch_size=32, epochs=20))
+    c.stage2.update(dict(epochs=20, batch_size=32, learning_rate=1e-4))
+  if a.tiny:
+    c.model.small_cnn.update(dict(widths=(4, 8), dense=16))
+    c.split.folds = 2
+    c.train.epochs, c.stage2.epochs = 2, 2
+    c.study.update(dict(scenarios="linear", ratios="5",
+                        methods="baseline,IS_ROS,FS_RUS,TS_SMOTE+RUS"))
+  return c

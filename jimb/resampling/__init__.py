@@ -1,0 +1,1 @@
+"""Re-sampling of feature matrices for imbalanced classes."""

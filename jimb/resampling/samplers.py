@@ -1,0 +1,224 @@
+"""Resamplers by name: imbalanced-learn's, the duplication rules of seed 000, and JAX SMOTE.
+
+Every resampler has imbalanced-learn's `fit_resample(X, y)`. `resample` runs one and says where
+each output row came from (`source`: the input row, or -1 for a synthetic one), so callers can
+keep selection-only resampling as indices (no pixel copies) and prove that synthetic rows never
+reach evaluation. Resamplers only ever see the training part of a fold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+from imblearn import combine, over_sampling, under_sampling
+from imblearn.utils import check_sampling_strategy
+from sklearn.base import BaseEstimator
+
+from jimb.resampling.smote_jax import JaxSMOTE
+
+
+class _Duplication(BaseEstimator):
+  """Repeats rows of classes to reach per-class targets; `sample_indices_` as imbalanced-learn."""
+
+  def __init__(self, random_state=None):
+    self.random_state = random_state
+
+  def _extra(self, counts: np.ndarray) -> np.ndarray:
+    """Rows to add per class."""
+    raise NotImplementedError
+
+  def fit_resample(self, X, y):
+    y = np.asarray(y)
+    classes, codes = np.unique(y, return_inverse=True)
+    extra = self._extra(np.bincount(codes))
+    rng = np.random.default_rng(self.random_state)
+    added = [rng.choice(np.flatnonzero(codes == c), size=n, replace=True)
+             for c, n in enumerate(extra) if n > 0]
+    self.sample_indices_ = np.concatenate([np.arange(len(y)), *added]).astype(np.int64)
+    return np.asarray(X)[self.sample_indices_], y[self.sample_indices_]
+
+
+class DuplicateToMax(_Duplication):
+  """Bootstrapped duplication of every class up to the majority count (seed 000)."""
+
+  def _extra(self, counts):
+    return counts.max() - counts
+
+
+class DuplicateToMinimum(_Duplication):
+  """Duplicates rows of classes below `min_count` until they reach it (seed 000: 800)."""
+
+  def __init__(self, min_count: int = 800, random_state=None):
+    super().__init__(random_state)
+    self.min_count = min_count
+
+  def _extra(self, counts):
+    if self.min_count < 1:
+      raise ValueError(f"DuplicateToMinimum min_count must be >= 1, got {self.min_count}")
+    return np.maximum(self.min_count - counts, 0)
+
+
+class DuplicateCeilMultiple(BaseEstimator):
+  """Seed 000's S_i = ceil((N_max - N_i) / N_i) * N_i extra rows for class i: whole copies of
+  the class (each row repeated equally often, so nothing random), which can overshoot N_max."""
+
+  def fit_resample(self, X, y):
+    y = np.asarray(y)
+    _, codes = np.unique(y, return_inverse=True)
+    counts = np.bincount(codes)
+    copies = [np.tile(np.flatnonzero(codes == c), math.ceil((counts.max() - n) / n))
+              for c, n in enumerate(counts)]
+    self.sample_indices_ = np.concatenate([np.arange(len(y)), *copies]).astype(np.int64)
+    return np.asarray(X)[self.sample_indices_], y[self.sample_indices_]
+
+
+SAMPLERS = {
+    "RandomOverSampler": over_sampling.RandomOverSampler,
+    "SMOTE": over_sampling.SMOTE,
+    "BorderlineSMOTE": over_sampling.BorderlineSMOTE,
+    "SVMSMOTE": over_sampling.SVMSMOTE,
+    "ADASYN": over_sampling.ADASYN,
+    "RandomUnderSampler": under_sampling.RandomUnderSampler,
+    "TomekLinks": under_sampling.TomekLinks,
+    "EditedNearestNeighbours": under_sampling.EditedNearestNeighbours,
+    "SMOTEENN": combine.SMOTEENN,
+    "SMOTETomek": combine.SMOTETomek,
+    "JaxSMOTE": JaxSMOTE,
+    "DuplicateToMax": DuplicateToMax,
+    "DuplicateToMinimum": DuplicateToMinimum,
+    "DuplicateCeilMultiple": DuplicateCeilMultiple,
+}
+# Resamplers that only look at labels: they get row numbers, not the data, and return indices.
+LABEL_ONLY = frozenset({"RandomOverSampler", "RandomUnderSampler", "DuplicateToMax",
+                        "DuplicateToMinimum", "DuplicateCeilMultiple"})
+# Resamplers that interpolate between k nearest same-class neighbours.
+_NEIGHBOUR_SAMPLERS = frozenset({"SMOTE", "BorderlineSMOTE", "SVMSMOTE", "ADASYN", "SMOTEENN",
+                                 "SMOTETomek", "JaxSMOTE"})
+SMALL_CLASS_POLICIES = ("error", "reduce_k", "ros")
+
+
+def build(name: str, params: dict, seed: int, config_key: str = "resample"):
+  """The resampler `name` with `params`; `random_state` defaults to `seed`."""
+  if name not in SAMPLERS:
+    raise ValueError(f"unknown resampler {name!r}; set --config.{config_key}.name to one of "
+                     f"{sorted(SAMPLERS)}")
+  cls = SAMPLERS[name]
+  known = cls().get_params(deep=False)
+  unknown = sorted(set(params) - set(known))
+  if unknown:
+    raise ValueError(f"{name} has no option(s) {unknown}; its options are {sorted(known)}")
+  params = dict(params)
+  if "random_state" in known and params.get("random_state") is None:
+    params["random_state"] = seed
+  return cls(**params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resampled:
+  """Resampled rows: `x` is None for label-only resamplers (use `source` to index the input)."""
+
+  x: np.ndarray | None
+  y: np.ndarray
+  source: np.ndarray   # input row of each output row; -1 marks a synthetic row
+
+  @property
+  def synthetic(self) -> np.ndarray:
+    return self.source < 0
+
+
+def _k(sampler) -> int | None:
+  k = getattr(sampler, "k_neighbors", None)
+  return k if isinstance(k, (int, np.integer)) else None
+
+
+def _targets(sampler, y: np.ndarray) -> dict:
+  """Rows each class must gain, by imbalanced-learn's reading of `sampling_strategy`."""
+  return check_sampling_strategy(sampler.sampling_strategy, y, "over-sampling")
+
+
+def _too_small(sampler, name: str, y: np.ndarray) -> dict:
+  """Classes to be synthesised that have no k + 1 members: {class: size}."""
+  k = _k(sampler)
+  if name not in _NEIGHBOUR_SAMPLERS or k is None:
+    return {}
+  counts = dict(zip(*np.unique(y, return_counts=True)))
+  return {c: int(counts[c]) for c, n in _targets(sampler, y).items() if n > 0 and counts[c] <= k}
+
+
+def _source(sampler, n: int, y_out: np.ndarray) -> np.ndarray:
+  """Where each output row came from (-1: synthetic), from what the resampler records."""
+  if hasattr(sampler, "sample_indices_"):
+    return np.asarray(sampler.sample_indices_, np.int64)
+  cleaner = getattr(sampler, "enn_", None) or getattr(sampler, "tomek_", None)
+  if cleaner is not None:   # SMOTE then cleaning: indices into SMOTE's output, originals first
+    kept = np.asarray(cleaner.sample_indices_, np.int64)
+    return np.where(kept < n, kept, -1)
+  # Over-samplers return the input rows first, then the synthetic ones.
+  return np.concatenate([np.arange(n), np.full(len(y_out) - n, -1)]).astype(np.int64)
+
+
+def resample(name: str, params: dict, x: np.ndarray, y: np.ndarray, *, seed: int,
+             small_classes: str = "error", where: str = "", config_key: str = "resample",
+             policy_key: str = "resample.small_classes") -> Resampled:
+  """Runs resampler `name` on (x, y); rows of any shape are flattened for it and reshaped back.
+
+  A class to be synthesised with no more than k_neighbors members is handled by `small_classes`:
+  `error` (a message naming class, size and fix), `reduce_k` (k = smallest such class - 1, logged)
+  or `ros` (those classes are topped up by random over-sampling, the rest by `name`).
+  """
+  y = np.asarray(y)
+  if x.shape[0] != len(y):
+    raise ValueError(f"{len(x)} rows but {len(y)} labels")
+  if small_classes not in SMALL_CLASS_POLICIES:
+    raise ValueError(f"unknown --config.{policy_key}={small_classes!r}; choose one "
+                     f"of {SMALL_CLASS_POLICIES}")
+  sampler = build(name, params, seed, config_key)
+  if name in LABEL_ONLY:
+    rows = np.arange(len(y))[:, None]
+    _, y_out = sampler.fit_resample(rows, y)
+    return Resampled(None, y_out, _source(sampler, len(y), y_out))
+  flat = x.reshape(len(y), -1).astype(np.float32)
+  if not np.all(np.isfinite(flat)):
+    raise ValueError(f"{name} got NaN or infinite features{where}; impute them first "
+                     "(--config.data.impute=median)")
+  small = _too_small(sampler, name, y)
+  topped_up = None
+  if small:
+    described = ", ".join(f"class {c} ({n} rows)" for c, n in small.items())
+    k = _k(sampler)
+    if small_classes == "error":
+      raise ValueError(
+          f"{name} needs more than k_neighbors={k} rows in each class it synthesises, but "
+          f"{described}{where} has too few; set --config.{config_key}.k_neighbors lower, or "
+          f"--config.{policy_key} to reduce_k or ros")
+    if small_classes == "reduce_k":
+      new_k = min(small.values()) - 1
+      if new_k < 1:
+        raise ValueError(f"{described}{where} has a single row: nothing to interpolate with; set "
+                         f"--config.{policy_key}=ros")
+      logging.warning("%s%s: %s; k_neighbors %d -> %d", name, where, described, k, new_k)
+      sampler.set_params(k_neighbors=new_k)
+    else:
+      targets = _targets(sampler, y)
+      counts = dict(zip(*np.unique(y, return_counts=True)))
+      logging.warning("%s%s: %s topped up by random over-sampling", name, where, described)
+      topped_up = {c: counts[c] + targets[c] for c in small}
+      sampler.set_params(sampling_strategy={c: counts[c] + n for c, n in targets.items()
+                                            if c not in small})
+  if topped_up is not None and not sampler.sampling_strategy:   # every target class was small
+    x_out, y_out, source = flat, y, np.arange(len(y))
+  else:
+    x_out, y_out = sampler.fit_resample(flat, y)
+    source = _source(sampler, len(y), y_out)
+  if topped_up:
+    ros = over_sampling.RandomOverSampler(sampling_strategy=topped_up, random_state=seed)
+    ros.fit_resample(np.arange(len(y))[:, None], y)
+    extra = ros.sample_indices_[len(y):]
+    x_out = np.concatenate([x_out, flat[extra]])
+    y_out = np.concatenate([y_out, y[extra]])
+    source = np.concatenate([source, extra])
+  x_out = np.asarray(x_out, np.float32).reshape(len(y_out), *x.shape[1:])
+  return Resampled(x_out, np.asarray(y_out), source)
