@@ -37,5 +37,5 @@ def get_config(arg=None):
     c.split.folds = 2
     c.train.epochs, c.stage2.epochs = 2, 2
     c.study.update(dict(scenarios="linear", ratios="5",
-                        methods="baseline,IS_ROS,FS_RUS,TS_SMOTE+RUS"))
+                        methods="baseline,IS_SMOTE,FS_RUS,TS_SMOTE+RUS"))
   return c

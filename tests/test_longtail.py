@@ -103,28 +103,51 @@ def test_shot_accuracy_hand_case():
     metrics.shot_accuracy(recall, counts, 10, 20)
 
 
-@pytest.mark.parametrize("method", ["crt", "tau_norm", "logit_adjust"])
-def test_stage2_runs_and_keeps_stage1(cifar_like, tmp_path, method):
+@pytest.fixture(scope="module")
+def stage1_run(cifar_like, tmp_path_factory):
+  """One trained holdout run without a stage 2; the stage-2 tests apply theirs in eval mode."""
   path, _, _ = cifar_like
-  cfg = _holdout_config(path, **{"stage2.method": method, "stage2.epochs": 3,
-                                 "stage2.batch_size": 16, "sampler.name": "instance"})
-  results = experiment.train_and_evaluate(cfg, tmp_path, log=QUIET)
+  workdir = tmp_path_factory.mktemp("stage1")
+  cfg = _holdout_config(path, **{"sampler.name": "instance"})
+  return cfg, workdir, experiment.train_and_evaluate(cfg, workdir, log=QUIET)
+
+
+def _with_stage2(cfg, **stage2):
+  cfg = cfg.copy_and_resolve_references()
+  cfg.stage2.update(stage2)
+  return cfg
+
+
+@pytest.mark.parametrize("method", ["crt", "tau_norm", "logit_adjust"])
+def test_stage2_on_saved_checkpoints_keeps_stage1(stage1_run, method):
+  cfg, workdir, stage1 = stage1_run
+  cfg = _with_stage2(cfg, method=method, epochs=3, batch_size=16)
+  results = experiment.evaluate(cfg, workdir, log=QUIET, output=f"eval_{method}.json")
   (record,) = results["folds"]
   assert set(record) >= {"test", "test_stage1"}
+  assert record["test_stage1"]["confusion"] == stage1["folds"][0]["test"]["confusion"]
   for part in ("test", "test_stage1"):
     assert {"many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"} <= set(record[part])
     assert sum(record[part]["per_class"]["support"]) == 80        # nothing dropped
-  # Re-evaluating the finished run reproduces stage 2 exactly.
-  again = experiment.evaluate(cfg, tmp_path, log=QUIET)
-  assert again["folds"][0]["test"]["macro_f1"] == record["test"]["macro_f1"]
+  # Deterministic: applying the same stage 2 again reproduces it exactly.
+  again = experiment.evaluate(cfg, workdir, log=QUIET, output=f"eval_{method}.json")
+  assert again["folds"][0]["test"]["confusion"] == record["test"]["confusion"]
+  assert (workdir / f"eval_{method}.json").exists()
 
 
-def test_logit_adjust_with_tau_0_changes_nothing(cifar_like, tmp_path):
-  path, _, _ = cifar_like
-  cfg = _holdout_config(path, **{"stage2.method": "logit_adjust", "stage2.tau": 0.0,
-                                 "train.epochs": 1})
-  (record,) = experiment.train_and_evaluate(cfg, tmp_path, log=QUIET)["folds"]
+def test_logit_adjust_with_tau_0_changes_nothing(stage1_run):
+  cfg, workdir, _ = stage1_run
+  cfg = _with_stage2(cfg, method="logit_adjust", tau=0.0)
+  (record,) = experiment.evaluate(cfg, workdir, log=QUIET, output="eval_tau0.json")["folds"]
   assert record["test"]["confusion"] == record["test_stage1"]["confusion"]
+
+
+def test_training_config_other_than_stage2_is_still_checked_in_eval(stage1_run):
+  cfg, workdir, _ = stage1_run
+  cfg = cfg.copy_and_resolve_references()
+  cfg.train.epochs = 7
+  with pytest.raises(ValueError, match="different config.*train.epochs"):
+    experiment.evaluate(cfg, workdir, log=QUIET)
 
 
 def test_unknown_stage2_method_fails_before_training(cifar_like, tmp_path):

@@ -37,7 +37,8 @@ def _tiny_input():
   return jax.random.uniform(jax.random.key(1), (2, *TINY["shape"]))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101"])
+@pytest.mark.parametrize("name", ["resnet18", pytest.param("resnet34", marks=pytest.mark.slow),
+                                  "resnet50", pytest.param("resnet101", marks=pytest.mark.slow)])
 def test_train_step_at_tiny_width(name):
   model = _tiny(name, dropout=0.5, head_hidden=8)
   x, y = _tiny_input(), jnp.array([0, 2])

@@ -1,17 +1,13 @@
-"""The resampling study: method names, Table II ranks by hand, and a tiny study through main.py."""
+"""The resampling study: method names, Table II ranks by hand, and a tiny study end to end."""
 
 from __future__ import annotations
 
 import json
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
+import configs.study_001
 from jimb import study
-
-ROOT = pathlib.Path(__file__).parents[1]
 
 
 def test_parse_method():
@@ -37,17 +33,15 @@ def test_table_means_and_average_ranks_by_hand():
   assert "**0.8000 (1.25)**" in study.markdown(summary, ["A", "B"])
 
 
-def test_tiny_study_through_main(tmp_path):
-  subprocess.run([sys.executable, "main.py", "--config=configs/study_001.py:tiny",
-                  f"--workdir={tmp_path}", "--mode=study"], cwd=ROOT, check=True,
-                 capture_output=True, timeout=900)
+def test_tiny_study(tmp_path):
+  study.run_study(configs.study_001.get_config("tiny"), tmp_path, log=lambda s: None)
   out = json.loads((tmp_path / "study.json").read_text())
-  methods = ["baseline", "IS_ROS", "FS_RUS", "TS_SMOTE+RUS"]
+  methods = ["baseline", "IS_SMOTE", "FS_RUS", "TS_SMOTE+RUS"]
   assert sorted(out["summary"]) == sorted(methods)
   assert len(out["rows"]) == 2 * len(methods)                  # 1 scenario x 1 IR x 2 folds
   cell = tmp_path / "linear_ir5"
   # Stage 1 is trained once per image-space resampler; FS and TS re-use it.
-  assert sorted(p.name for p in cell.iterdir()) == ["RandomOverSampler", "SMOTE", "none"]
+  assert sorted(p.name for p in cell.iterdir()) == ["SMOTE", "none"]
   assert (cell / "none" / "eval_FS_RUS.json").exists()
   assert (cell / "SMOTE" / "eval_TS_SMOTE+RUS.json").exists()
   assert "| TS_SMOTE+RUS |" in (tmp_path / "study.md").read_text()
