@@ -44,6 +44,30 @@ def keras_or_skip():
     pytest.skip("Keras is not installed")
 
 
+def randomise_weights(keras_model, seed: int = 0) -> None:
+  """Fresh Keras layers have zero biases and 0/1 statistics, which would hide a wrong mapping.
+
+  BatchNorm scales below 1 keep a deep random network's features O(1) (ResNet-101's reach ~200
+  with scales around 1), so float32 roundoff stays well below the 1e-4 tolerance.
+  """
+  rng = np.random.default_rng(seed)
+  for v in keras_model.weights:
+    leaf = v.path.split("/")[-1]
+    if leaf in ("bias", "beta", "moving_mean"):
+      v.assign(rng.normal(0.0, 0.1, v.shape).astype(np.float32))
+    elif leaf in ("gamma", "moving_variance"):
+      high = 1.0 if leaf == "gamma" else 1.5
+      v.assign(rng.uniform(0.5, high, v.shape).astype(np.float32))
+
+
+def random_keras_twin(name: str, shape, num_classes: int):
+  """The Keras model `name` (skipped without Keras) with `randomise_weights` applied."""
+  keras_or_skip()
+  keras_model = keras_import.build_keras_twin(name, shape, num_classes=num_classes)
+  randomise_weights(keras_model)
+  return keras_model
+
+
 def assert_bfloat16_close(model, logits, reference) -> None:
   """bfloat16 compute: bf16 logits near the float32 model's, parameters still float32."""
   assert logits.dtype == jnp.bfloat16

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import pathlib
 
-import ml_collections
 import pytest
 
 from jimb import config as config_lib

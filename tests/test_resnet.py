@@ -12,7 +12,8 @@ import pytest
 
 from jimb.models import build_model
 from jimb.models import keras_import
-from tests.helpers import assert_bfloat16_close, keras_or_skip
+from tests.helpers import (assert_bfloat16_close, keras_or_skip, random_keras_twin,
+                           randomise_weights)
 
 
 def _build(name, num_classes, shape, **options):
@@ -106,32 +107,9 @@ def test_bfloat16_logits_close_to_float32():
 SHAPE = (35, 45, 3)
 
 
-def _randomise(keras_model, seed: int = 0) -> None:
-  """Fresh Keras layers have zero biases and 0/1 statistics, which would hide a wrong mapping.
-
-  BatchNorm scales below 1 keep the random network's features O(1) (ResNet-101's reach ~200
-  with scales around 1), so float32 roundoff stays well below the 1e-4 tolerance.
-  """
-  rng = np.random.default_rng(seed)
-  for v in keras_model.weights:
-    leaf = v.path.split("/")[-1]
-    if leaf in ("bias", "beta", "moving_mean"):
-      v.assign(rng.normal(0.0, 0.1, v.shape).astype(np.float32))
-    elif leaf in ("gamma", "moving_variance"):
-      high = 1.0 if leaf == "gamma" else 1.5
-      v.assign(rng.uniform(0.5, high, v.shape).astype(np.float32))
-
-
-def _twin(name, num_classes):
-  keras_or_skip()
-  keras_model = keras_import.build_keras_twin(name, SHAPE, num_classes=num_classes)
-  _randomise(keras_model)
-  return keras_model
-
-
 @pytest.fixture(scope="module")
 def keras_resnet50():
-  return _twin("resnet50", 5)
+  return random_keras_twin("resnet50", SHAPE, 5)
 
 
 @pytest.fixture(scope="module")
@@ -177,14 +155,15 @@ def test_resnet50_converts_from_keras(resnet50, keras_resnet50):
 
 @pytest.mark.slow
 def test_resnet101_converts_from_keras():
-  _check_conversion(_build("resnet101", 3, SHAPE), "resnet101", _twin("resnet101", 3))
+  _check_conversion(_build("resnet101", 3, SHAPE), "resnet101",
+                    random_keras_twin("resnet101", SHAPE, 3))
 
 
 def test_keras_without_top_converts_the_backbone_only(resnet50):
   keras = keras_or_skip()
   keras_model = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
                                             input_shape=SHAPE)
-  _randomise(keras_model, seed=1)
+  randomise_weights(keras_model, seed=1)
   head = jax.tree.map(np.array, nnx.state(resnet50.head))
   mean, std = keras_import.convert(resnet50, "resnet50", keras_model)
   pixels = _pixels(seed=1)

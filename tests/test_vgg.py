@@ -12,7 +12,8 @@ import pytest
 
 from jimb.models import build_model
 from jimb.models import keras_import
-from tests.helpers import assert_bfloat16_close, keras_or_skip
+from tests.helpers import (assert_bfloat16_close, keras_or_skip, random_keras_twin,
+                           randomise_weights)
 
 
 def _build(name, num_classes, shape, **options):
@@ -104,31 +105,16 @@ SHAPE = (32, 32, 3)
 NO_TOP_SHAPE = (64, 48, 3)
 
 
-def _randomise(keras_model, seed: int = 0) -> None:
-  """Fresh Keras layers have zero biases, which would hide a wrong mapping."""
-  rng = np.random.default_rng(seed)
-  for v in keras_model.weights:
-    if v.path.split("/")[-1] == "bias":
-      v.assign(rng.normal(0.0, 0.1, v.shape).astype(np.float32))
-
-
-def _twin(name, num_classes):
-  keras_or_skip()
-  keras_model = keras_import.build_keras_twin(name, SHAPE, num_classes=num_classes)
-  _randomise(keras_model)
-  return keras_model
-
-
 @pytest.fixture(scope="module")
 def keras_vgg16():
-  return _twin("vgg16", 5)
+  return random_keras_twin("vgg16", SHAPE, 5)
 
 
 @pytest.fixture(scope="module")
 def keras_vgg16_no_top():
   keras_model = keras_or_skip().applications.VGG16(weights=None, include_top=False, pooling="avg",
                                             input_shape=NO_TOP_SHAPE)
-  _randomise(keras_model, seed=1)
+  randomise_weights(keras_model, seed=1)
   return keras_model
 
 
@@ -163,7 +149,7 @@ def test_vgg16_converts_from_keras(keras_vgg16):
 
 @pytest.mark.slow
 def test_vgg19_converts_from_keras():
-  _check_conversion("vgg19", _twin("vgg19", 4), 4)
+  _check_conversion("vgg19", random_keras_twin("vgg19", SHAPE, 4), 4)
 
 
 def test_keras_without_top_converts_the_backbone_only(keras_vgg16_no_top):

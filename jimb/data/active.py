@@ -9,7 +9,6 @@ class drops out of training and its F1 can recover.
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as sk_metrics
 
 
 def quotas(f1: np.ndarray, batch_size: int, floor: int, present: np.ndarray | None = None
@@ -60,8 +59,3 @@ def quotas(f1: np.ndarray, batch_size: int, floor: int, present: np.ndarray | No
   order = np.lexsort((np.arange(k), -remainder))   # largest remainder first
   out[order[:batch_size - out.sum()]] += 1
   return out
-
-
-def f1_per_class(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-  """F1 of each class (0 when a class is neither present nor predicted: nothing was learnt)."""
-  return sk_metrics.f1_score(y_true, y_pred, labels=np.arange(num_classes), average=None, zero_division=0.0)

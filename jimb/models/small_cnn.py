@@ -5,9 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 from flax import nnx
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 from jimb.models import layers
 from jimb.models.base import MODELS, Classifier, dropout

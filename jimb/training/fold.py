@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 import time
 from typing import Any, Callable
 
@@ -180,7 +179,10 @@ def _update_quotas(config, setup: FoldSetup, predict_fn, state, meta: dict, epoc
                    step: int, log: Log) -> None:
   """TLC: the contrast part's per-class F1 sets the quotas of the batches that follow."""
   probs = predict(setup, predict_fn, state, "contrast", config.train.eval_batch_size)
-  f1 = active.f1_per_class(setup.y["contrast"], probs.argmax(axis=1), setup.num_classes)
+  confusion = metrics.confusion_matrix(setup.y["contrast"], probs.argmax(axis=1),
+                                       setup.num_classes)
+  # A class absent from the contrast part (NaN F1) counts as unlearnt, F1 0.
+  f1 = np.nan_to_num(np.asarray(metrics.confusion_metrics(confusion)["per_class"]["f1"]), nan=0.0)
   quotas = active.quotas(f1, config.train.batch_size, config.sampler.floor,
                          setup.sampler.class_counts() > 0)
   meta["quotas"] = quotas.tolist()
