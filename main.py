@@ -15,10 +15,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and results go; rerun the "
                                "same command to resume.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "study"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "study", "compare"],
                           "train: k-fold train and evaluate (resumes); eval: re-evaluate the "
                           "saved best checkpoints without training; study: the config's "
-                          "resampling study (config.study), resumable.")
+                          "resampling study (config.study); compare: the config's arms side by "
+                          "side (config.compare); all resumable.")
 _CACHE = flags.DEFINE_string("compilation_cache", "~/.cache/jimb/xla",
                              "Persistent XLA compilation cache ('' to disable): folds, resumed "
                              "runs and eval runs reuse compiled steps instead of recompiling.")
@@ -36,7 +37,7 @@ def main(argv):
   if _CACHE.value and not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  from jimb import experiment, study
+  from jimb import compare, experiment, study
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
 
@@ -45,7 +46,7 @@ def main(argv):
       print(message, flush=True)
 
   run = {"train": experiment.train_and_evaluate, "eval": experiment.evaluate,
-         "study": study.run_study}[_MODE.value]
+         "study": study.run_study, "compare": compare.run_compare}[_MODE.value]
   run(_CONFIG.value, _WORKDIR.value, log=log)
 
 

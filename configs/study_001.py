@@ -31,7 +31,8 @@ def get_config(arg=None):
     c.model.mobilenet_v1 = dict(head_hidden=1024)
     c.optim.update(dict(name="rmsprop", learning_rate=1e-4))
     c.train.update(dict(batch_size=32, epochs=20))
-    c.stage2.update(dict(epochs=20, batch_size=32, learning_rate=1e-4))
+    # FS / TS fine-tune the whole head (FC 1024 + softmax), as the seed does.
+    c.stage2.update(dict(epochs=20, batch_size=32, learning_rate=1e-4, layers="head"))
   if a.tiny:
     c.model.small_cnn.update(dict(widths=(4, 8), dense=16))
     c.split.folds = 2

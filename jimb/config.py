@@ -134,6 +134,44 @@ def base_config() -> ml_collections.ConfigDict:
       small_classes="error",  # a class too small for k_neighbors: error | reduce_k | ros
   ))
 
+  # Synthesis of minority-class samples by generative models (jimb.generative), trained inside
+  # each fold on its training part only; synthetic rows are marked and only ever train. Trained
+  # generators, the judge and the samples are cached per (data, split, seed, fold, these keys)
+  # under cache_dir, so resumed and repeated runs reuse them.
+  c.synth = ml_collections.ConfigDict(dict(
+      method="none",         # none | dcgan | lsgan | cgan | wgan_gp | cyclegan
+      arch="auto",           # GANs: auto (conv for images, mlp for lsgan and tables) | conv | mlp
+      budget="majority",     # majority | min_count | ceil_multiple (seed 000's S_i) | counts
+      min_count=800,         # budget=min_count
+      counts="",             # budget=counts: "class:total,..." target totals per class
+      classes="",            # comma-separated classes that may receive samples ("" = all)
+      latent_dim=100,
+      widths="",             # conv GANs: generator channels per stage, smallest stage first ("" = default)
+      hidden="256,256",      # mlp GANs
+      steps=2000,            # GANs: generator updates
+      batch_size=64,
+      learning_rate=0.0,     # Adam; 0: the method's default (2e-4; WGAN-GP 1e-4)
+      beta1=-1.0,            # < 0: the method's default (0.5; WGAN-GP 0.0)
+      beta2=-1.0,            # < 0: the method's default (0.999; WGAN-GP 0.9)
+      n_critic=5,            # wgan_gp
+      gp_weight=10.0,        # wgan_gp
+      # cyclegan: the reference implementation's option names and defaults
+      source_class=-1,       # the domain translated from (-1: the majority class)
+      ngf=64, ndf=64, n_blocks=9, n_layers_D=3,
+      lambda_A=10.0, lambda_B=10.0, lambda_identity=0.5, pool_size=50,
+      n_epochs=100, n_epochs_decay=100,   # an epoch: one pass over the source class
+      # quality: a judge classifier (model block) trained on the real training part
+      filter="none",         # none | classifier | knn | both: reject synthetic rows
+      filter_k=5,            # knn filter: k of the class's k-NN manifold
+      max_rounds=3,          # generate again for rejected rows at most this many times
+      judge_epochs=5,        # 0: no judge; scores and filter then use the raw inputs
+      judge_batch_size=64,
+      score_k=3,             # k-NN precision/recall
+      checkpoint_every=500,
+      log_every=100,
+      cache_dir="",          # "" = <workdir>/synthesis
+  ))
+
   # Decoupled stage 2 after training (jimb.training.head): crt re-trains the classifier on frozen
   # features with a class-balanced sampler; tau_norm rescales each class's classifier weights;
   # logit_adjust subtracts tau * log(training prior) from the logits; feature_resample fine-tunes
@@ -145,6 +183,7 @@ def base_config() -> ml_collections.ConfigDict:
       epochs=10,             # crt, feature_resample
       batch_size=128,        # crt, feature_resample
       learning_rate=1e-2,    # crt, feature_resample (Adam, cosine to 0)
+      layers="classifier",   # crt, feature_resample: classifier (final FC) | head (+ the head's hidden FC)
   ))
 
   # The resampling study of seed 001 (python main.py --mode=study, jimb.study): every scenario x
@@ -154,6 +193,10 @@ def base_config() -> ml_collections.ConfigDict:
       ratios="2,5,10",
       methods="baseline,IS_RUS,IS_ROS,IS_SMOTE,FS_RUS,FS_ROS,FS_SMOTE,TS_SMOTE+SMOTE,TS_SMOTE+RUS",
   ))
+
+  # Arms run side by side by `python main.py --mode=compare` (jimb.compare):
+  # "name: key=value key=value; name: ..." (an arm with no keys is the config as it is).
+  c.compare = ml_collections.ConfigDict(dict(arms=""))
 
   # Per-class accuracy grouped by training-set size, as in long-tailed recognition papers:
   # many-shot (> many_shot examples), medium, few-shot (< few_shot).

@@ -27,7 +27,8 @@ from jimb.training import mesh as mesh_lib
 
 Log = Callable[[str], None]
 # Keys that choose what to run or show, not what a fold computes: they may change on resume.
-_FREE_KEYS = ("split.only_folds", "train.log_every_epochs")
+_FREE_KEYS = ("split.only_folds", "train.log_every_epochs", "synth.cache_dir", "synth.log_every",
+              "compare.arms")
 # Post-hoc stages on the saved stage-1 checkpoints: eval mode may apply others than training did.
 _POST_HOC = ("stage2.", "resample.feature.", "resample.small_classes", "report.")
 
@@ -133,6 +134,12 @@ def _ckpt(config, fold_dir: pathlib.Path) -> checkpointing.FoldCheckpoints:
                                        config.checkpoint.keep_best)
 
 
+def _synth_root(config, workdir: pathlib.Path) -> pathlib.Path:
+  """Where the synthesis stage caches generators and samples (shareable between runs)."""
+  return pathlib.Path(config.synth.cache_dir).expanduser() if config.synth.cache_dir else (
+      workdir / "synthesis")
+
+
 def train_and_evaluate(config, workdir: str | pathlib.Path, log: Log = print) -> dict:
   """Runs (or resumes) every fold and writes results.json; returns the results."""
   t0 = time.perf_counter()
@@ -152,7 +159,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, log: Log = print) ->
       probs.append(np.load(fold_dir / "test_probs.npz")["probs"])
       continue
     log(f"fold {fold.index}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)}")
-    setup = fold_lib.setup_fold(config, ds, fold, mesh)
+    setup = fold_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), log)
     ckpt = _ckpt(config, fold_dir)
     try:
       record, fold_probs = fold_lib.train_fold(config, setup, ckpt, log)
@@ -186,7 +193,7 @@ def evaluate(config, workdir: str | pathlib.Path, log: Log = print,
   records, probs = [], []
   for fold in folds:
     fold_dir = workdir / f"fold_{fold.index}"
-    setup = fold_lib.setup_fold(config, ds, fold, mesh)
+    setup = fold_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), log)
     done = fold_dir / "result.json"
     stored = json.loads(done.read_text()) if done.exists() else None
     ckpt = _ckpt(config, fold_dir)

@@ -93,20 +93,23 @@ def test_tau_normalize_keeps_an_all_zero_class_at_zero_and_finds_a_head_module()
   np.testing.assert_array_equal(after["head/hidden/kernel"], _leaves(params)["head/hidden/kernel"])
 
 
-@pytest.mark.parametrize("build, width, classifier", [(_small_cnn, 8, "out/"),
-                                                     (_hidden_head, 6, "head/out/")])
+@pytest.mark.parametrize("build, width, layers, trained", [
+    (_small_cnn, 8, "classifier", ("out/",)),
+    (_small_cnn, 8, "head", ("out/",)),          # no hidden FC in its head
+    (_hidden_head, 6, "classifier", ("head/out/",)),
+    (_hidden_head, 6, "head", ("head/out/", "head/hidden/"))])
 @pytest.mark.parametrize("reinit", [True, False])
-def test_retrain_head_changes_the_classifier_only(build, width, classifier, reinit):
+def test_retrain_head_changes_the_chosen_layers_only(build, width, layers, trained, reinit):
   model = build()
   features, labels = _blobs(COUNTS, width, seed=0)
   before = _leaves(model[1])
-  new = _retrain(model, features, labels, reinit=reinit, epochs=2)
+  new = _retrain(model, features, labels, reinit=reinit, epochs=2, layers=layers)
   after = _leaves(new)
   assert jax.tree.structure(new) == jax.tree.structure(model[1])
   for name in before:
-    if name.startswith(classifier):
+    if name.startswith(trained):
       assert not np.array_equal(after[name], before[name]), name
-    else:  # the backbone and any hidden FC of the head: bit-identical
+    else:  # the backbone and, unless trained, the head's hidden FC: bit-identical
       np.testing.assert_array_equal(after[name], before[name], err_msg=name)
 
 
@@ -185,6 +188,7 @@ def test_params_replicated_on_eight_devices_train_as_host_params_do():
     (dict(learning_rate=0.0), "stage2.learning_rate"),
     (dict(batch_size=1000), "stage2.batch_size"),
     (dict(num_classes=4), "number of classes"),
+    (dict(layers="backbone"), "stage2.layers"),
 ])
 def test_bad_inputs_fail_with_a_fix(change, match):
   graphdef, params, rest = _small_cnn()

@@ -52,3 +52,14 @@ def training_pool(x: np.ndarray, y: np.ndarray, resample_cfg, seed: int,
   # Interpolations of rows in [0, 1] (or of standardised features) stay valid rows.
   return TrainingPool(np.concatenate([x, out.x[new].astype(x.dtype)]),
                       np.concatenate([y, out.y[new]]), rows, n)
+
+
+def with_synthetic(x: np.ndarray, y: np.ndarray, x_syn: np.ndarray,
+                   y_syn: np.ndarray) -> TrainingPool:
+  """The training part followed by synthetic rows (from a generator), each drawn once."""
+  if x_syn.shape[1:] != x.shape[1:]:
+    raise ValueError(f"synthetic rows have shape {x_syn.shape[1:]}, the training part "
+                     f"{x.shape[1:]}")
+  n = len(y)
+  return TrainingPool(np.concatenate([x, x_syn.astype(x.dtype)]),
+                      np.concatenate([y, y_syn.astype(y.dtype)]), np.arange(n + len(y_syn)), n)

@@ -1,4 +1,5 @@
-"""Resamplers by name: imbalanced-learn's, the duplication rules of seed 000, and JAX SMOTE.
+"""Resamplers by name: imbalanced-learn's, the duplication rules of seed 000, JAX SMOTE and GAN
+over-sampling of tables.
 
 Every resampler has imbalanced-learn's `fit_resample(X, y)`. `resample` runs one and says where
 each output row came from (`source`: the input row, or -1 for a synthetic one), so callers can
@@ -17,6 +18,7 @@ from imblearn import combine, over_sampling, under_sampling
 from imblearn.utils import check_sampling_strategy
 from sklearn.base import BaseEstimator
 
+from jimb.generative.oversampler import GANOverSampler
 from jimb.resampling.smote_jax import JaxSMOTE
 
 
@@ -90,6 +92,7 @@ SAMPLERS = {
     "DuplicateToMax": DuplicateToMax,
     "DuplicateToMinimum": DuplicateToMinimum,
     "DuplicateCeilMultiple": DuplicateCeilMultiple,
+    "GANOverSampler": GANOverSampler,
 }
 # Resamplers that only look at labels: they get row numbers, not the data, and return indices.
 LABEL_ONLY = frozenset({"RandomOverSampler", "RandomUnderSampler", "DuplicateToMax",

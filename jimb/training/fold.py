@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 import time
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from jimb.data import sampler as sampler_lib
 from jimb.data import splits
 from jimb.data.dataset import Dataset
 from jimb.data.splits import Fold
+from jimb.generative import synthesis as synthesis_lib
 from jimb.models import build_model, pretrained
 from jimb.resampling import pool as pool_lib
 from jimb.resampling import samplers
@@ -47,7 +49,7 @@ class FoldSetup:
   y: dict[str, np.ndarray]
   mean: jax.Array
   std: jax.Array
-  pool: pool_lib.TrainingPool       # what stage 1 draws batches from (image-space resampling)
+  pool: pool_lib.TrainingPool       # what stage 1 draws batches from (resampled or synthesised)
   sampler: sampler_lib.ClassAwareSampler
   loss: losses.Loss
   graphdef: Any
@@ -55,6 +57,7 @@ class FoldSetup:
   tx: Any
   key: jax.Array
   mesh: jax.sharding.Mesh
+  synthesis: dict | None = None      # the synthesis stage's report (jimb.generative.synthesis)
 
 
 def _parts(config, ds: Dataset, fold: Fold) -> dict[str, np.ndarray]:
@@ -71,7 +74,10 @@ def _parts(config, ds: Dataset, fold: Fold) -> dict[str, np.ndarray]:
           "test": fold.test}
 
 
-def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh) -> FoldSetup:
+def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh,
+               synth_root: pathlib.Path | None = None, log: Log = print) -> FoldSetup:
+  """Everything a fold needs, fitted on its training part; `synth_root` caches the synthesis
+  stage's generators and samples (config.synth)."""
   if config.stage2.method not in STAGE2_METHODS:
     raise ValueError(f"unknown --config.stage2.method={config.stage2.method!r}; choose one of "
                      f"{STAGE2_METHODS}")
@@ -84,8 +90,21 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh) -> Fold
   x = {k: pre.host(ds.x[idx], ds.feature_names) for k, idx in parts.items()}
   y = {k: ds.y[idx].astype(np.int32) for k, idx in parts.items()}
   mesh_lib.check_batch_size(config.train.batch_size, mesh)
-  pool = pool_lib.training_pool(x["train"], y["train"], config.resample,
-                                config.seed * 1000 + fold.index, fold.index)
+  synthesis = None
+  if config.synth.method == "none":
+    pool = pool_lib.training_pool(x["train"], y["train"], config.resample,
+                                  config.seed * 1000 + fold.index, fold.index)
+  else:
+    if config.resample.image.name:
+      raise ValueError("choose one balancing stage of the training part: "
+                       "--config.synth.method or --config.resample.image.name")
+    if synth_root is None:
+      raise ValueError("the synthesis stage needs a cache directory (synth_root)")
+    made = synthesis_lib.synthesise(
+        config, x["train"], y["train"], ds.class_names, fold.index,
+        *mesh_lib.replicate((pre.mean, pre.std), mesh), mesh, synth_root, log)
+    pool = pool_lib.with_synthetic(x["train"], y["train"], made.x, made.y)
+    synthesis = made.report
   sampler = sampler_lib.from_config(
       pool.labels, ds.num_classes, config.sampler, config.train.batch_size,
       seed=config.seed * 1000 + fold.index, process_index=jax.process_index(),
@@ -108,19 +127,13 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh) -> Fold
     state = mesh_lib.replicate(state.replace(params=params, rest=rest), mesh)
   mean, std = mesh_lib.replicate((np.asarray(mean), np.asarray(std)), mesh)
   return FoldSetup(fold, ds.num_classes, x, y, mean, std, pool, sampler, loss, graphdef, state,
-                   tx, train_key, mesh)
+                   tx, train_key, mesh, synthesis)
 
 
 def _batched(setup: FoldSetup, fn, state: step_lib.TrainState, part: str,
              batch_size: int) -> np.ndarray:
-  """`fn(params, rest, x, mean, std)` over every example of `part`, in order, padding dropped."""
-  batch_size = pipeline.round_up(batch_size, setup.mesh.devices.size)
-  out = []
-  for batch in pipeline.eval_batches(setup.x[part], setup.y[part], batch_size):
-    xb = mesh_lib.full_batch_to_global({"x": batch["x"]}, setup.mesh)["x"]
-    result = fn(state.params, state.rest, xb, setup.mean, setup.std)
-    out.append(np.asarray(jax.device_get(result))[batch["mask"]])
-  return np.concatenate(out)
+  """`fn` over every example of `part`, in order."""
+  return step_lib.apply_batched(fn, state, setup.x[part], setup.mean, setup.std, setup.mesh, batch_size)
 
 
 def predict(setup: FoldSetup, predict_fn, state: step_lib.TrainState, part: str,
@@ -161,7 +174,7 @@ def _stage2(config, setup: FoldSetup, predict_fn, state: step_lib.TrainState) ->
         setup.graphdef, state.params, state.rest, features, labels,
         num_classes=setup.num_classes, epochs=s2.epochs, batch_size=s2.batch_size,
         learning_rate=s2.learning_rate, sampler="class_balanced" if crt else "instance",
-        reinit=crt, seed=seed)
+        reinit=crt, seed=seed, layers=s2.layers)
   return predict(setup, predict_fn, state.replace(params=params), "test", batch_size)
 
 
@@ -301,7 +314,7 @@ def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   sampled = ({"quotas_per_batch": meta["quotas"]} if "quotas" in meta else
              {"train_sampled_per_epoch": np.round(setup.sampler.counts_per_epoch(), 2).tolist()})
   resampled = {}
-  if config.resample.image.name:
+  if config.resample.image.name or setup.synthesis is not None:
     resampled = {"train_resampled": np.bincount(setup.pool.labels,
                                                 minlength=setup.num_classes).tolist(),
                  "train_synthetic": np.bincount(setup.pool.labels[setup.pool.synthetic],
@@ -316,6 +329,7 @@ def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
       "stopped_early": meta["stopped_early"],
       "history": meta["history"],
       **({"quota_history": meta["quota_history"]} if "quota_history" in meta else {}),
+      **({"synthesis": setup.synthesis} if setup.synthesis is not None else {}),
       **tests,
       "timings": {"train_s": round(train_time, 2), "test_s": round(time.perf_counter() - t0, 2)},
   }, probs

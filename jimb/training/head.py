@@ -8,9 +8,10 @@ the head alone: an epoch costs a few small matrix products instead of backbone p
 routine fine-tunes the head on resampled features (e.g. SMOTE in feature space).
 
 The classifier is the head's final `out` Linear: "head/out" in models with a `layers.Head`,
-"out" in small_cnn and mlp. Only it is re-initialised and trained. A hidden FC in the head stays
-frozen as part of the representation, since Kang et al. re-train the linear classifier only;
-every other parameter comes back bit-identical.
+"out" in small_cnn and mlp. By default only it is re-initialised and trained and a hidden FC in
+the head stays frozen as part of the representation, since Kang et al. re-train the linear
+classifier only; `layers="head"` also fine-tunes the head's hidden FC, as seed 001 re-trains its
+FC + softmax layers on resampled features. Every other parameter comes back bit-identical.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from jimb.data.sampler import ClassAwareSampler
 from jimb.training.transfer import path_name
 
 CLASSIFIER_PATHS = ("head/out", "out")
+LAYERS = ("classifier", "head")
 
 
 def _named_leaves(params: Any) -> dict[str, jax.Array]:
@@ -46,20 +48,21 @@ def classifier_path(params: Any) -> str:
       f"{sorted(names)[:4]} ...; set --config.stage2.method=none")
 
 
-def _classifier_leaves(params: Any, prefix: str) -> dict[str, jax.Array]:
-  """The classifier's arrays by name: {"kernel": (D, K), "bias": (K,)}."""
-  return {name[len(prefix) + 1:]: leaf for name, leaf in _named_leaves(params).items()
-          if name.rpartition("/")[0] == prefix}
+def _hidden_path(prefix: str) -> str:
+  """Where a `layers.Head`'s hidden FC lives, beside its classifier."""
+  return prefix[:-len("out")] + "hidden"
 
 
-def _with_classifier(params: Any, prefix: str, leaves: dict[str, jax.Array]) -> Any:
-  """`params` with the classifier's arrays replaced; every other leaf is the same object."""
+def _layer_leaves(params: Any, layers: tuple[str, ...]) -> dict[str, jax.Array]:
+  """The arrays of the named Linear layers, by full name ("head/out/kernel", ...)."""
+  return {name: leaf for name, leaf in _named_leaves(params).items()
+          if name.rpartition("/")[0] in layers}
 
-  def pick(path, leaf):
-    parent, _, name = path_name(path).rpartition("/")
-    return leaves.get(name, leaf) if parent == prefix else leaf
 
-  return jax.tree_util.tree_map_with_path(pick, params)
+def _with_leaves(params: Any, leaves: dict[str, jax.Array]) -> Any:
+  """`params` with the named arrays replaced; every other leaf is the same object."""
+  return jax.tree_util.tree_map_with_path(lambda path, leaf: leaves.get(path_name(path), leaf),
+                                          params)
 
 
 def tau_normalize(params: Any, tau: float) -> Any:
@@ -73,20 +76,20 @@ def tau_normalize(params: Any, tau: float) -> Any:
   if not np.isfinite(tau):
     raise ValueError(f"tau must be a finite number, got {tau}; set --config.stage2.tau=1.0")
   prefix = classifier_path(params)
-  leaves = _classifier_leaves(params, prefix)
-  kernel = leaves["kernel"]
+  leaves = _layer_leaves(params, (prefix,))
+  kernel = leaves[f"{prefix}/kernel"]
   norms = jnp.linalg.norm(kernel.astype(jnp.float32), axis=0)
   scale = jnp.where(norms > 0, norms ** tau, 1.0)  # an all-zero class column stays zero
-  new = {"kernel": (kernel / scale).astype(kernel.dtype)}
-  if "bias" in leaves:
-    new["bias"] = jnp.zeros_like(leaves["bias"])
-  return _with_classifier(params, prefix, new)
+  new = {f"{prefix}/kernel": (kernel / scale).astype(kernel.dtype)}
+  if f"{prefix}/bias" in leaves:
+    new[f"{prefix}/bias"] = jnp.zeros_like(leaves[f"{prefix}/bias"])
+  return _with_leaves(params, new)
 
 
 def _head_width(params: Any, prefix: str) -> int:
   """The feature width the head takes: its hidden FC's input if it has one, else the out FC's."""
   names = _named_leaves(params)
-  hidden = names.get(prefix[:-len("out")] + "hidden/kernel")
+  hidden = names.get(_hidden_path(prefix) + "/kernel")
   return (hidden if hidden is not None else names[f"{prefix}/kernel"]).shape[0]
 
 
@@ -119,12 +122,13 @@ def _check_inputs(params: Any, prefix: str, features: np.ndarray, labels: np.nda
                      f"number of examples); set --config.stage2.batch_size={min(128, len(labels))}")
 
 
-def _fresh(key: jax.Array, leaves: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """A newly initialised classifier, with nnx.Linear's default initialisers."""
-  kernel = leaves["kernel"]
-  new = {"kernel": nnx.initializers.lecun_normal()(key, kernel.shape, kernel.dtype)}
-  if "bias" in leaves:
-    new["bias"] = jnp.zeros_like(leaves["bias"])
+def _fresh(key: jax.Array, leaves: dict[str, jax.Array], prefix: str) -> dict[str, jax.Array]:
+  """`leaves` with the classifier newly initialised (nnx.Linear's default initialisers)."""
+  kernel = leaves[f"{prefix}/kernel"]
+  new = {**leaves, f"{prefix}/kernel": nnx.initializers.lecun_normal()(key, kernel.shape,
+                                                                       kernel.dtype)}
+  if f"{prefix}/bias" in leaves:
+    new[f"{prefix}/bias"] = jnp.zeros_like(leaves[f"{prefix}/bias"])
   return new
 
 
@@ -138,18 +142,18 @@ def _optimizer(learning_rate: jax.Array, weight_decay: jax.Array,
                      optax.adam(optax.cosine_decay_schedule(learning_rate, total_steps)))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "prefix"))
-def _fit(graphdef: nnx.GraphDef, prefix: str, start: dict[str, jax.Array], params: Any,
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _fit(graphdef: nnx.GraphDef, start: dict[str, jax.Array], params: Any,
          rest: Any, features: jax.Array, labels: jax.Array, positions: jax.Array,
          key: jax.Array, learning_rate: jax.Array, weight_decay: jax.Array) -> dict[str, jax.Array]:
-  """Trains the classifier leaves over all (step, batch) `positions` in one scan.
+  """Trains the `start` leaves over all (step, batch) `positions` in one scan.
 
   Hyperparameters are traced, so every fold of a run (same model and shapes) reuses one program.
   """
   tx = _optimizer(learning_rate, weight_decay, len(positions))
 
   def loss(leaves, x, y, k):
-    model = nnx.merge(graphdef, _with_classifier(params, prefix, leaves), rest, copy=True)
+    model = nnx.merge(graphdef, _with_leaves(params, leaves), rest, copy=True)
     logits = model.head(x, train=True, key=k).astype(jnp.float32)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
@@ -168,8 +172,11 @@ def _fit(graphdef: nnx.GraphDef, prefix: str, start: dict[str, jax.Array], param
 def retrain_head(graphdef: nnx.GraphDef, params: Any, rest: Any, features: np.ndarray,
                  labels: np.ndarray, *, num_classes: int, epochs: int, batch_size: int,
                  learning_rate: float, sampler: str = "class_balanced", q: float = 0.5,
-                 reinit: bool = True, weight_decay: float = 0.0, seed: int = 0) -> Any:
-  """Trains the classifier on precomputed `features`; returns params with only it changed.
+                 reinit: bool = True, weight_decay: float = 0.0, seed: int = 0,
+                 layers: str = "classifier") -> Any:
+  """Trains the classifier on precomputed `features`; returns params with only it changed
+  (with `layers="head"`, the head's hidden FC too, when it has one; reinit re-draws only the
+  classifier).
 
   cRT: the training part's features, sampler "class_balanced", reinit=True. Head fine-tuning on
   resampled features: sampler "instance" (the resampling already balanced them) and reinit=False
@@ -178,6 +185,8 @@ def retrain_head(graphdef: nnx.GraphDef, params: Any, rest: Any, features: np.nd
 
   The loss is the mean per-example cross-entropy, minimised by Adam (see `_optimizer`).
   """
+  if layers not in LAYERS:
+    raise ValueError(f"unknown --config.stage2.layers={layers!r}; choose one of {LAYERS}")
   features, labels = np.asarray(features), np.asarray(labels)
   prefix = classifier_path(params)
   _check_inputs(params, prefix, features, labels, num_classes, epochs, batch_size,
@@ -186,10 +195,10 @@ def retrain_head(graphdef: nnx.GraphDef, params: Any, rest: Any, features: np.nd
                             global_batch_size=batch_size, seed=seed)
   positions = np.concatenate([draws.epoch_indices(epoch) for epoch in range(epochs)])
   k_init, k_drop = jax.random.split(jax.random.key(seed))
-  start = _classifier_leaves(params, prefix)
+  start = _layer_leaves(params, (prefix, _hidden_path(prefix)) if layers == "head" else (prefix,))
   if reinit:
-    start = _fresh(k_init, start)
-  trained = _fit(graphdef, prefix, start, params, rest, jnp.asarray(features, jnp.float32),
+    start = _fresh(k_init, start, prefix)
+  trained = _fit(graphdef, start, params, rest, jnp.asarray(features, jnp.float32),
                  jnp.asarray(labels, jnp.int32), jnp.asarray(positions, jnp.int32), k_drop,
                  jnp.float32(learning_rate), jnp.float32(weight_decay))
-  return _with_classifier(params, prefix, trained)
+  return _with_leaves(params, trained)

@@ -14,8 +14,10 @@ import flax
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jimb.data import pipeline
 from jimb.data.preprocess import normalize
 from jimb.models import Classifier
 from jimb.training import mesh as mesh_lib
@@ -126,3 +128,15 @@ def make_features(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
     return model.embed(normalize(x, mean, std), train=False)
 
   return jax.jit(features, out_shardings=mesh_lib.replicated(mesh))
+
+
+def apply_batched(fn, state: TrainState, x: np.ndarray, mean, std,
+                  mesh: jax.sharding.Mesh, batch_size: int) -> np.ndarray:
+  """`fn(params, rest, x, mean, std)` over every row of `x`, in order, padding dropped."""
+  batch_size = pipeline.round_up(batch_size, mesh.devices.size)
+  out = []
+  for batch in pipeline.eval_batches(x, np.zeros(len(x), np.int32), batch_size):
+    xb = mesh_lib.full_batch_to_global({"x": batch["x"]}, mesh)["x"]
+    result = fn(state.params, state.rest, xb, mean, std)
+    out.append(np.asarray(jax.device_get(result))[batch["mask"]])
+  return np.concatenate(out)

@@ -1,0 +1,47 @@
+"""Seed 000's ORG vs GAN on HAM10000: CycleGANs translate the majority class (nv) into each
+minority class inside every training fold, topping classes up by the seed's S_i =
+ceil((N_max - N_i) / N_i) * N_i; EfficientNet with focal loss and flip / rotation / colour
+augmentation classifies; stratified 5-fold CV grouped by lesion (images of one lesion never
+straddle a split).
+
+python main.py --config=configs/cyclegan_000.py:npz=../shared/data/images/ham10000_28x28_rgb.npz \
+    --workdir=runs/cyclegan000 --mode=compare        (CPU variant: 28x28, small CNN, fold 0)
+python main.py --config=configs/cyclegan_000.py:npz=<ham10000 at full size>,full \
+    --workdir=runs/cyclegan000_full --mode=compare   (GPU: EfficientNet-B3 from ImageNet
+    weights at 224x224 (image_size), the reference CycleGAN sizes, all five folds)
+"""
+
+from jimb.config import base_config, parse_arg
+
+ARMS = "ORG: ; GAN: synth.method=cyclegan"
+
+
+def get_config(arg=None):
+  a = parse_arg(arg, npz="", tiny=False, full=False)
+  c = base_config()
+  c.data.update(dict(source="npz", path=a.npz, group_key="lesion_id"))
+  c.split.update(dict(folds=5, val_fraction=0.1, only_folds="0"))
+  c.augment.update(dict(enabled=True, hflip=True, vflip=True, rotation=20.0, brightness=0.2,
+                        contrast=0.2, saturation=0.2, hue=0.2))
+  c.loss.update(dict(name="focal", gamma=2.0, alpha=0.25))
+  c.model.name = "small_cnn"
+  c.model.small_cnn = dict(widths=(32, 64, 128), dense=128, dropout=0.25, batch_norm=True)
+  c.optim.update(dict(name="adam", learning_rate=1e-3))
+  c.train.update(dict(batch_size=64, epochs=10, select_metric="macro_f1"))
+  c.synth.update(dict(budget="ceil_multiple", source_class=-1, ngf=16, ndf=16, n_blocks=3,
+                      n_layers_D=2, batch_size=16, n_epochs=2, n_epochs_decay=2, filter="none",
+                      judge_epochs=3, judge_batch_size=64, log_every=200))
+  c.compare.arms = ARMS
+  if a.full:
+    c.data.image_size = 224
+    c.split.only_folds = ""
+    c.model.update(dict(name="efficientnet_b3", pretrained="imagenet"))
+    c.train.update(dict(batch_size=32, epochs=30))
+    c.synth.update(dict(ngf=64, ndf=64, n_blocks=9, n_layers_D=3, batch_size=1, n_epochs=100,
+                        n_epochs_decay=100, judge_batch_size=32))
+  if a.tiny:
+    c.model.small_cnn.update(dict(widths=(4, 8), dense=16))
+    c.train.epochs = 1
+    c.synth.update(dict(ngf=4, ndf=4, n_blocks=1, n_layers_D=1, batch_size=8, n_epochs=1,
+                        n_epochs_decay=0, judge_epochs=1, log_every=50))
+  return c

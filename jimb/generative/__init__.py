@@ -1,0 +1,1 @@
+"""Generative models that synthesise minority-class samples inside a fold (GANs, CycleGAN)."""

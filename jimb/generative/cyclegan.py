@@ -1,0 +1,379 @@
+"""CycleGAN (Zhu et al. 2017) from one source class to K target classes, trained as one program.
+
+Seed 000 translates majority-class images (HAM10000's nv) into each minority class with one
+CycleGAN per minority class. The K pairs share domain A (the source) and differ in domain B; their
+states are stacked on a leading axis K, and one jitted step is `jax.vmap` of the single-pair step,
+so K small models fill the accelerator together instead of queueing. Losses, image pool,
+optimiser and learning-rate policy follow junyanz/pytorch-CycleGAN-and-pix2pix (`lsgan`, Adam
+(0.5, 0.999), constant for `n_epochs` then linear decay over `n_epochs_decay`), with its naming:
+G_A: A -> B, G_B: B -> A, D_A judges domain B, D_B domain A. The image pools live in the state,
+so checkpoints hold them and a resumed run is the run that never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Sequence
+
+import flax
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jimb import checkpointing
+from jimb.generative import cycle_nets, loop
+from jimb.training import mesh as mesh_lib
+
+_GAN_MODES = ("lsgan", "vanilla")
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleSpec:
+  """A CycleGAN's options, named and defaulted as the reference's."""
+
+  image_shape: tuple          # (H, W, C)
+  ngf: int = 64
+  ndf: int = 64
+  n_blocks: int = 9
+  n_layers_D: int = 3
+  lambda_A: float = 10.0
+  lambda_B: float = 10.0
+  lambda_identity: float = 0.5
+  pool_size: int = 50
+  gan_mode: str = "lsgan"
+  lr: float = 2e-4
+  beta1: float = 0.5
+  n_epochs: int = 100
+  n_epochs_decay: int = 100
+  batch_size: int = 1
+  no_flip: bool = False       # the reference flips both domains' images horizontally at random
+
+  def __post_init__(self):
+    object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+    cycle_nets.check_image_shape(self.image_shape, self.n_layers_D)
+    if self.gan_mode not in _GAN_MODES:
+      raise ValueError(f"--config.synth.gan_mode={self.gan_mode!r} is not one of {_GAN_MODES}")
+    for name in ("ngf", "ndf", "batch_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"--config.synth.{name} must be at least 1, got {getattr(self, name)}")
+    if self.n_blocks < 0 or self.pool_size < 0 or self.n_epochs < 0 or self.n_epochs_decay < 0:
+      raise ValueError("--config.synth.n_blocks, pool_size, n_epochs and n_epochs_decay must not "
+                       "be negative")
+    if self.n_epochs + self.n_epochs_decay < 1:
+      raise ValueError("CycleGAN needs at least one epoch: raise --config.synth.n_epochs")
+
+
+def spec_from_config(cfg, image_shape: Sequence[int]) -> CycleSpec:
+  """The CycleSpec of a config block whose keys are named as its fields.
+
+  The learning rate is read from `learning_rate` (0 means the reference's 2e-4), a negative
+  beta1 means the reference's 0.5; fields the block does not hold keep the reference's defaults.
+  """
+  fields = {f.name for f in dataclasses.fields(CycleSpec)} - {"image_shape", "lr"}
+  kwargs = {name: cfg[name] for name in fields if name in cfg}
+  if kwargs.get("beta1", 0) < 0:
+    del kwargs["beta1"]
+  lr = cfg["learning_rate"] if "learning_rate" in cfg else 0
+  return CycleSpec(image_shape=tuple(image_shape), lr=lr or CycleSpec.lr, **kwargs)
+
+
+def lr_schedule(spec: CycleSpec, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
+  """The reference's 'linear' policy as a function of the optimiser step.
+
+  Epochs count from 1 (the reference's `epoch_count`): epoch e has learning rate
+  lr * (1 - max(0, e - n_epochs) / (n_epochs_decay + 1)).
+  """
+
+  def schedule(count):
+    epoch = count // steps_per_epoch + 1
+    return spec.lr * (1.0 - jnp.maximum(0, epoch - spec.n_epochs) / (spec.n_epochs_decay + 1))
+
+  return schedule
+
+
+@flax.struct.dataclass
+class ImagePool:
+  """The reference's ImagePool as arrays: `count` of `images` are filled."""
+
+  images: jax.Array   # [pool_size, H, W, C]
+  count: jax.Array    # int32 scalar
+
+
+def empty_pool(pool_size: int, image_shape: Sequence[int]) -> ImagePool | None:
+  """An empty pool; None for pool_size 0 (no pool; checkpoints cannot hold empty arrays)."""
+  if pool_size == 0:
+    return None
+  return ImagePool(images=jnp.zeros((pool_size, *image_shape), jnp.float32),
+                   count=jnp.zeros((), jnp.int32))
+
+
+def query_pool(pool: ImagePool | None, images: jax.Array,
+               key: jax.Array) -> tuple[ImagePool | None, jax.Array]:
+  """Passes each image of the batch through the pool in order: (pool, returned images).
+
+  Until the pool is full an image is stored and returned; then with probability 0.5 a stored
+  image, drawn uniformly, is returned and replaced by it, else the image itself is returned.
+  Without a pool (None) the images come back as they are.
+  """
+  if pool is None:
+    return pool, images
+  size = pool.images.shape[0]
+
+  def one(pool, inputs):
+    image, key = inputs
+    k_p, k_id = jax.random.split(key)
+    full = pool.count >= size
+    swap = full & (jax.random.uniform(k_p) > 0.5)
+    slot = jnp.where(full, jax.random.randint(k_id, (), 0, size), pool.count)
+    stored = pool.images[slot]
+    kept = jnp.where(full & ~swap, stored, image)
+    pool = ImagePool(images=pool.images.at[slot].set(kept),
+                     count=jnp.minimum(pool.count + 1, size))
+    return pool, jnp.where(swap, stored, image)
+
+  return jax.lax.scan(one, pool, (images, jax.random.split(key, images.shape[0])))
+
+
+@flax.struct.dataclass
+class PairState:
+  """One CycleGAN (or K of them, stacked on a leading axis)."""
+
+  g_params: Any       # {"G_A": ..., "G_B": ...}
+  d_params: Any       # {"D_A": ..., "D_B": ...}
+  g_opt: Any
+  d_opt: Any
+  pool_A: ImagePool | None   # generated A images (G_B's), shown to D_B
+  pool_B: ImagePool | None   # generated B images (G_A's), shown to D_A
+
+
+@dataclasses.dataclass
+class TrainedCycleGAN:
+  spec: CycleSpec
+  graphdefs: tuple        # (generator, discriminator)
+  state: PairState        # stacked: every leaf has a leading axis K
+  history: dict
+
+
+def _optimizer(spec: CycleSpec, steps_per_epoch: int) -> optax.GradientTransformation:
+  return optax.adam(lr_schedule(spec, steps_per_epoch), b1=spec.beta1, b2=0.999, eps=1e-8)
+
+
+@functools.lru_cache(maxsize=None)
+def _initializer(spec: CycleSpec, steps_per_epoch: int, mesh: jax.sharding.Mesh):
+  """The jitted, vmapped pair builder and the graph definitions its trace records (cached, so
+  repeated trainings of one spec do not compile it again)."""
+  channels = spec.image_shape[-1]
+  tx = _optimizer(spec, steps_per_epoch)
+  graphdefs = [None, None]
+
+  def init(key):
+    k = jax.random.split(key, 4)
+    g = {name: nnx.split(cycle_nets.ResnetGenerator(
+        channels, ngf=spec.ngf, n_blocks=spec.n_blocks, rngs=nnx.Rngs(kk)), nnx.Param)
+         for name, kk in (("G_A", k[0]), ("G_B", k[1]))}
+    d = {name: nnx.split(cycle_nets.NLayerDiscriminator(
+        channels, ndf=spec.ndf, n_layers_D=spec.n_layers_D, rngs=nnx.Rngs(kk)), nnx.Param)
+         for name, kk in (("D_A", k[2]), ("D_B", k[3]))}
+    graphdefs[:] = g["G_A"][0], d["D_A"][0]
+    g_params = {name: p for name, (_, p) in g.items()}
+    d_params = {name: p for name, (_, p) in d.items()}
+    return PairState(g_params=g_params, d_params=d_params, g_opt=tx.init(g_params),
+                     d_opt=tx.init(d_params),
+                     pool_A=empty_pool(spec.pool_size, spec.image_shape),
+                     pool_B=empty_pool(spec.pool_size, spec.image_shape))
+
+  return jax.jit(jax.vmap(init), out_shardings=mesh_lib.replicated(mesh)), graphdefs
+
+
+def init_state(spec: CycleSpec, keys: jax.Array, steps_per_epoch: int,
+               mesh: jax.sharding.Mesh) -> tuple[tuple, PairState]:
+  """Builds K = len(keys) pairs in one jitted, vmapped program, replicated on `mesh`."""
+  init, graphdefs = _initializer(spec, steps_per_epoch, mesh)
+  state = init(keys)
+  return tuple(graphdefs), state
+
+
+def make_pair_step(spec: CycleSpec, graphdefs: tuple, steps_per_epoch: int):
+  """The reference's `optimize_parameters` for one pair: `step(state, batch, key)`.
+
+  `batch` holds "A" and "B", [B, H, W, C] in [0, 1]. G_A and G_B take one Adam step on the
+  generator loss, then D_A and D_B one on 0.5 * (real + fake) with fakes from the pools (the
+  fakes of this step's forward pass, made before the generators' update).
+  """
+  g_def, d_def = graphdefs
+  tx = _optimizer(spec, steps_per_epoch)
+  lam_idt = spec.lambda_identity
+
+  def gen(params, x):
+    return nnx.merge(g_def, params, copy=True)(x)
+
+  def disc(params, x):
+    return nnx.merge(d_def, params, copy=True)(x)
+
+  def gan_loss(logits, real: bool):
+    target = jnp.full_like(logits, 1.0 if real else 0.0)
+    if spec.gan_mode == "lsgan":
+      return jnp.mean(jnp.square(logits - target))
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, target))
+
+  def l1(a, b):
+    return jnp.mean(jnp.abs(a - b))
+
+  def flip(key, x):
+    if spec.no_flip:
+      return x
+    mirror = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
+    return jnp.where(mirror, x[:, :, ::-1], x)
+
+  def step(state: PairState, batch, key):
+    k_fa, k_fb, k_pa, k_pb = jax.random.split(key, 4)
+    real_A = flip(k_fa, batch["A"] * 2.0 - 1.0)
+    real_B = flip(k_fb, batch["B"] * 2.0 - 1.0)
+
+    def g_objective(g):
+      fake_B = gen(g["G_A"], real_A)
+      fake_A = gen(g["G_B"], real_B)
+      losses = {
+          "G_A": gan_loss(disc(state.d_params["D_A"], fake_B), True),
+          "G_B": gan_loss(disc(state.d_params["D_B"], fake_A), True),
+          "cycle_A": l1(gen(g["G_B"], fake_B), real_A) * spec.lambda_A,
+          "cycle_B": l1(gen(g["G_A"], fake_A), real_B) * spec.lambda_B,
+      }
+      if lam_idt > 0:
+        losses["idt_A"] = l1(gen(g["G_A"], real_B), real_B) * spec.lambda_B * lam_idt
+        losses["idt_B"] = l1(gen(g["G_B"], real_A), real_A) * spec.lambda_A * lam_idt
+      return sum(losses.values()), (losses, fake_A, fake_B)
+
+    (_, (losses, fake_A, fake_B)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
+        state.g_params)
+    g_updates, g_opt = tx.update(g_grads, state.g_opt, state.g_params)
+    pool_A, fake_A = query_pool(state.pool_A, jax.lax.stop_gradient(fake_A), k_pa)
+    pool_B, fake_B = query_pool(state.pool_B, jax.lax.stop_gradient(fake_B), k_pb)
+
+    def d_objective(d):
+      d_losses = {
+          "D_A": 0.5 * (gan_loss(disc(d["D_A"], real_B), True)
+                        + gan_loss(disc(d["D_A"], fake_B), False)),
+          "D_B": 0.5 * (gan_loss(disc(d["D_B"], real_A), True)
+                        + gan_loss(disc(d["D_B"], fake_A), False)),
+      }
+      return sum(d_losses.values()), d_losses
+
+    (_, d_losses), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state.d_params)
+    d_updates, d_opt = tx.update(d_grads, state.d_opt, state.d_params)
+    new = PairState(g_params=optax.apply_updates(state.g_params, g_updates),
+                    d_params=optax.apply_updates(state.d_params, d_updates),
+                    g_opt=g_opt, d_opt=d_opt, pool_A=pool_A, pool_B=pool_B)
+    return new, {**losses, **d_losses}
+
+  return step
+
+
+@functools.lru_cache(maxsize=None)
+def make_step(spec: CycleSpec, graphdefs: tuple, steps_per_epoch: int, mesh: jax.sharding.Mesh):
+  """One jitted step of K pairs: `step(state [K], batch [K, B, ...], keys [K])`, vmapped.
+
+  Cached, so later folds and repeated trainings of the same shapes reuse the compiled step.
+  """
+  rep = mesh_lib.replicated(mesh)
+  return jax.jit(jax.vmap(make_pair_step(spec, graphdefs, steps_per_epoch)),
+                 out_shardings=(rep, rep), donate_argnums=0)
+
+
+def steps_per_epoch(spec: CycleSpec, num_source: int) -> int:
+  """An epoch passes once over the source class (shared by every pair)."""
+  return math.ceil(num_source / spec.batch_size)
+
+
+def _check_images(name: str, x: np.ndarray, spec: CycleSpec) -> np.ndarray:
+  x = np.asarray(x)
+  if x.ndim != 4 or tuple(x.shape[1:]) != spec.image_shape or not len(x):
+    shape = ", ".join(map(str, spec.image_shape))
+    raise ValueError(f"CycleGAN {name} must be a non-empty [N, {shape}] image array (the spec's "
+                     f"image_shape); got shape {x.shape}")
+  if not np.issubdtype(x.dtype, np.floating) or not (x.min() >= 0.0 and x.max() <= 1.0):
+    raise ValueError(f"CycleGAN {name} must be float images in [0, 1]; got {x.dtype} in "
+                     f"[{x.min()}, {x.max()}]. Scale them to [0, 1] first")
+  return x.astype(np.float32, copy=False)
+
+
+def _batches(source: np.ndarray, targets: list[np.ndarray], batch_size: int, seed: list[int],
+             mesh: jax.sharding.Mesh) -> Callable[[int], dict]:
+  """`batch(step)`: pair k's source rows walk a permutation drawn from (seed, k, epoch); its
+  target rows are drawn with replacement from (seed, k, step), as the reference's unaligned data."""
+  n = len(source)
+  per_epoch = math.ceil(n / batch_size)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  perms: dict[int, list[np.ndarray]] = {}
+
+  def put(x):
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+  def batch(step: int) -> dict:
+    epoch, i = divmod(step, per_epoch)
+    if epoch not in perms:
+      perms.clear()
+      perms[epoch] = [np.random.default_rng([*seed, 0, k, epoch]).permutation(n)
+                      for k in range(len(targets))]
+    rows = (i * batch_size + np.arange(batch_size)) % n
+    a = np.stack([source[p[rows]] for p in perms[epoch]])
+    b = np.stack([t[np.random.default_rng([*seed, 1, k, step]).integers(0, len(t), batch_size)]
+                  for k, t in enumerate(targets)])
+    return {"A": put(a), "B": put(b)}
+
+  return batch
+
+
+def train(spec: CycleSpec, source: np.ndarray, targets: list[np.ndarray], key: jax.Array, *,
+          mesh: jax.sharding.Mesh | None = None, ckpt: checkpointing.FoldCheckpoints | None = None,
+          checkpoint_every: int = 0, log_every: int = 100, members: Sequence[str] | None = None,
+          log: loop.Log = print) -> TrainedCycleGAN:
+  """Trains one CycleGAN from `source` (domain A) to each of `targets` (domain B), all at once.
+
+  Images are float32 NHWC in [0, 1]. The run lasts (n_epochs + n_epochs_decay) epochs of
+  ceil(len(source) / batch_size) steps, resumes from `ckpt`'s latest checkpoint, and stops with a
+  FloatingPointError naming the pair (`members`, default "pair k") whose loss is not finite.
+  """
+  source = _check_images("source", source, spec)
+  targets = [_check_images(f"target {k}", t, spec) for k, t in enumerate(targets)]
+  if not targets:
+    raise ValueError("CycleGAN needs at least one target class")
+  members = list(members) if members is not None else [f"pair {k}" for k in range(len(targets))]
+  if len(members) != len(targets):
+    raise ValueError(f"{len(members)} member names for {len(targets)} targets")
+  mesh = mesh if mesh is not None else mesh_lib.make_mesh(jax.devices()[:1])
+  mesh_lib.check_batch_size(spec.batch_size, mesh, "--config.synth.batch_size")
+  per_epoch = steps_per_epoch(spec, len(source))
+  k_init, k_steps, k_data = jax.random.split(key, 3)
+  graphdefs, state = init_state(spec, jax.random.split(k_init, len(targets)), per_epoch, mesh)
+  step = make_step(spec, graphdefs, per_epoch, mesh)
+  seed = np.asarray(jax.random.key_data(k_data)).ravel().tolist()
+  state, history = loop.run(
+      lambda s, b, k: step(s, b, jax.random.split(k, len(targets))), state,
+      _batches(source, targets, spec.batch_size, seed, mesh), k_steps,
+      (spec.n_epochs + spec.n_epochs_decay) * per_epoch, members=members, ckpt=ckpt,
+      checkpoint_every=checkpoint_every, log_every=log_every, what="CycleGAN", log=log)
+  return TrainedCycleGAN(spec=spec, graphdefs=graphdefs, state=state, history=history)
+
+
+@jax.jit
+def _translate_chunk(graphdef, params, x):
+  return (nnx.merge(graphdef, params, copy=True)(x * 2.0 - 1.0) + 1.0) / 2.0
+
+
+def translate(trained: TrainedCycleGAN, member: int, x: np.ndarray,
+              batch_size: int = 64) -> np.ndarray:
+  """G_A of pair `member` applied to source images `x` in [0, 1]: images of its target class."""
+  x = _check_images("input", x, trained.spec)
+  params = jax.tree.map(lambda a: a[member], trained.state.g_params["G_A"])
+  chunk = min(batch_size, len(x))
+  out = []
+  for start in range(0, len(x), chunk):
+    part = x[start:start + chunk]
+    padded = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
+    out.append(np.asarray(_translate_chunk(trained.graphdefs[0], params, padded))[:len(part)])
+  return np.concatenate(out)

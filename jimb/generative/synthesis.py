@@ -1,0 +1,203 @@
+"""The synthesis stage of a fold: generators trained on its training part top up minority classes.
+
+Everything here sees only the fold's real training rows (the caller passes nothing else), so no
+generator, judge or filter can learn from validation or test rows, and the synthetic rows it
+returns go only into the training pool (jimb.resampling.pool), after the real ones.
+
+cache_dir/fold_<k>/
+  generator_<hash>/checkpoints/    the trained generators (resumable while training), keyed by
+                                   the data, split, seed, fold, the generator's options and classes
+  judge_<hash>/                    the judge classifier (jimb.generative.judge)
+  samples_<hash>/samples.npz       the kept synthetic rows; report.json; grid.png (real vs synthetic)
+A repeated or resumed run with the same keys loads these instead of training again; a run
+that changes only the budget or the filter reuses the generators and the judge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+from typing import Callable
+
+import jax
+import numpy as np
+
+from jimb import checkpointing
+from jimb.generative import budget, cyclegan, gan, grid, judge, quality_filter, scores
+
+METHODS = ("none", "dcgan", "lsgan", "cgan", "wgan_gp", "cyclegan")
+_GENERATOR_KEYS = {
+    "gan": ("method", "arch", "latent_dim", "widths", "hidden", "steps", "batch_size",
+            "learning_rate", "beta1", "beta2", "n_critic", "gp_weight"),
+    "cyclegan": ("method", "source_class", "ngf", "ndf", "n_blocks", "n_layers_D", "lambda_A",
+                 "lambda_B", "lambda_identity", "pool_size", "n_epochs", "n_epochs_decay",
+                 "batch_size", "learning_rate", "beta1"),
+}
+_JUDGE_KEYS = ("judge_epochs", "judge_batch_size")
+# Keys that change how a run is shown or stored, never what it computes.
+_NOT_KEYS = ("cache_dir", "log_every", "checkpoint_every")
+
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Synthesis:
+  x: np.ndarray      # synthetic rows, in the runner's host form (images in [0, 1])
+  y: np.ndarray
+  report: dict
+
+
+def _digest(*parts) -> str:
+  text = json.dumps(parts, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _classes(text: str) -> list[int] | None:
+  try:
+    return [int(c) for c in str(text).split(",") if c.strip()] or None
+  except ValueError as e:
+    raise ValueError(f"--config.synth.classes={text!r} must be comma-separated class indices, "
+                     "e.g. '0,3'") from e
+
+
+def plan(config, y: np.ndarray, num_classes: int) -> tuple[dict[int, int], int | None]:
+  """Synthetic rows per class under the budget, and the CycleGAN source class (else None)."""
+  s = config.synth
+  if s.method not in METHODS:
+    raise ValueError(f"unknown --config.synth.method={s.method!r}; choose one of {METHODS}")
+  add = budget.synthesis_counts(
+      y, s.budget, min_count=s.min_count,
+      counts=budget.parse_counts(s.counts) if s.budget == "counts" else None,
+      classes=_classes(s.classes))
+  source = None
+  if s.method == "cyclegan":
+    counts = np.bincount(y, minlength=num_classes)
+    source = int(counts.argmax()) if s.source_class < 0 else int(s.source_class)
+    if not 0 <= source < num_classes or counts[source] == 0:
+      raise ValueError(f"--config.synth.source_class={s.source_class} names no class with "
+                       f"training rows (counts {counts.tolist()}); use -1 for the majority class")
+    add[source] = 0
+  return {c: n for c, n in add.items() if n > 0}, source
+
+
+def _train_generators(config, x, y, classes, source, names, key, mesh, directory, log):
+  """Trains (or restores) the generators of `classes`: (make(c, n, key) -> rows, history)."""
+  s = config.synth
+  ckpt = checkpointing.FoldCheckpoints(directory / "checkpoints")
+  common = dict(mesh=mesh, ckpt=ckpt, checkpoint_every=s.checkpoint_every,
+                log_every=s.log_every, log=log)
+  try:
+    if s.method == "cyclegan":
+      if x.ndim != 4:
+        raise ValueError("--config.synth.method=cyclegan translates images; use a GAN "
+                         "(e.g. --config.synth.method=cgan) for tables")
+      pool = x[y == source]
+      trained = cyclegan.train(cyclegan.spec_from_config(s, x.shape[1:]), pool,
+                               [x[y == c] for c in classes], key,
+                               members=[f"{names[source]} -> {names[c]}" for c in classes],
+                               **common)
+
+      def make(c, n, k):
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel())
+        rows = rng.choice(len(pool), size=n, replace=n > len(pool))
+        return cyclegan.translate(trained, classes.index(c), pool[rows])
+    elif s.method == "cgan":
+      trained = gan.train(gan.spec_from_config(s, x.shape[1:], len(names)), [x], key,
+                          labels=[y], members=["all classes"], **common)
+      make = lambda c, n, k: gan.sample(trained, 0, n, k, label=c)
+    else:
+      trained = gan.train(gan.spec_from_config(s, x.shape[1:], 0), [x[y == c] for c in classes],
+                          key, members=[f"class {names[c]}" for c in classes], **common)
+      make = lambda c, n, k: gan.sample(trained, classes.index(c), n, k)
+  finally:
+    ckpt.close()
+  return make, trained.history
+
+
+def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: int,
+               mean: jax.Array, std: jax.Array, mesh: jax.sharding.Mesh,
+               cache_root: pathlib.Path, log: Log = print) -> Synthesis:
+  """Synthetic training rows for the fold whose real training part is (x, y); see the module."""
+  s = config.synth
+  names = list(class_names)
+  add, source = plan(config, y, len(names))
+  classes = sorted(add)
+  if not classes:
+    log(f"  synthesis: the {s.budget} budget asks for no samples")
+    return Synthesis(x[:0], y[:0], {"method": s.method, "requested": {}})
+  fold_dir = pathlib.Path(cache_root) / f"fold_{fold_index}"
+  base = {k: config[k].to_dict() for k in ("data", "imbalance", "split")}
+  base.update(seed=config.seed, fold=fold_index)
+  synth = {k: v for k, v in s.to_dict().items() if k not in _NOT_KEYS}
+  out_dir = fold_dir / f"samples_{_digest(base, synth, config.model.to_dict())}"
+  if (out_dir / "samples.npz").exists():
+    with np.load(out_dir / "samples.npz") as f:
+      report = json.loads((out_dir / "report.json").read_text())
+      log(f"  synthesis: {len(f['y'])} rows loaded from {out_dir}")
+      return Synthesis(f["x"], f["y"], report)
+
+  family = "cyclegan" if s.method == "cyclegan" else "gan"
+  generator = {k: synth[k] for k in _GENERATOR_KEYS[family]}
+  key = jax.random.fold_in(jax.random.key(config.seed), fold_index)
+  gen_key, sample_key = jax.random.split(key)
+  log(f"  synthesis: {s.method} for classes {[names[c] for c in classes]}, "
+      f"{sum(add.values())} rows ({s.budget} budget)")
+  make, history = _train_generators(
+      config, x, y, classes, source, names, gen_key, mesh,
+      fold_dir / f"generator_{_digest(base, generator, classes)}", log)
+
+  seed = config.seed * 1000 + fold_index
+  space = lambda rows: rows.reshape(len(rows), -1).astype(np.float32)
+  if s.judge_epochs:
+    judge_cfg = {k: synth[k] for k in _JUDGE_KEYS}
+    ckpt = checkpointing.FoldCheckpoints(fold_dir / f"judge_{_digest(base, judge_cfg, config.model.to_dict())}")
+    try:
+      trained_judge = judge.train(config.model, x, y, len(names), mean, std, mesh,
+                                  epochs=s.judge_epochs, batch_size=s.judge_batch_size,
+                                  learning_rate=1e-3, seed=seed, ckpt=ckpt, log=log)
+    finally:
+      ckpt.close()
+    space = trained_judge.features
+  real_features = space(x)
+
+  kept_x, kept_y, rounds = [], [], []
+  for r in range(max(s.max_rounds, 1) if s.filter != "none" else 1):
+    have = np.bincount(np.concatenate(kept_y) if kept_y else np.zeros(0, int), minlength=len(names))
+    need = {c: add[c] - int(have[c]) for c in classes if add[c] > have[c]}
+    if not need:
+      break
+    new_x = np.concatenate([make(c, n, jax.random.fold_in(sample_key, r * len(names) + c))
+                            for c, n in need.items()]).astype(x.dtype)
+    new_y = np.concatenate([np.full(n, c, y.dtype) for c, n in need.items()])
+    mask, filtered = quality_filter.keep_mask(real_features, y, space(new_x), new_y, s.filter,
+                                              k=s.filter_k, seed=seed)
+    rounds.append(filtered)
+    kept_x.append(new_x[mask])
+    kept_y.append(new_y[mask])
+  x_syn, y_syn = np.concatenate(kept_x), np.concatenate(kept_y)
+  per_class = scores.per_class_scores(real_features, y, space(x_syn), y_syn, k=s.score_k)
+  generated = sum(f["overall"]["generated"] for f in rounds)
+  report = {
+      "method": s.method, "budget": s.budget,
+      "requested": {names[c]: n for c, n in add.items()},
+      "kept": {names[c]: int((y_syn == c).sum()) for c in classes},
+      "filter": {"method": s.filter, "rounds": rounds,
+                 "rejection_rate": (generated - len(y_syn)) / max(generated, 1)},
+      "scores_space": "judge features" if s.judge_epochs else "inputs",
+      "scores": {names[c]: v for c, v in per_class.items() if c in add},
+      "final_losses": {k: v[-1] for k, v in history.items() if k != "step"},
+      "directory": str(out_dir),
+  }
+  out_dir.mkdir(parents=True, exist_ok=True)
+  if x.ndim == 4:
+    grid.save_grid(out_dir / "grid.png", {c: x[y == c] for c in classes},
+                   {c: x_syn[y_syn == c] for c in classes}, names)
+  (out_dir / "losses.json").write_text(json.dumps(history))
+  (out_dir / "report.json").write_text(json.dumps(report, indent=1, allow_nan=True))
+  np.savez(out_dir / "samples.tmp.npz", x=x_syn, y=y_syn)
+  (out_dir / "samples.tmp.npz").replace(out_dir / "samples.npz")   # written last: marks it done
+  log(f"  synthesis: kept {len(y_syn)} of {generated} rows (rejection rate "
+      f"{report['filter']['rejection_rate']:.3f}); grid and scores in {out_dir}")
+  return Synthesis(x_syn, y_syn, report)
