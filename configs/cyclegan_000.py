@@ -28,9 +28,9 @@ def get_config(arg=None):
   c.model.small_cnn = dict(widths=(32, 64, 128), dense=128, dropout=0.25, batch_norm=True)
   c.optim.update(dict(name="adam", learning_rate=1e-3))
   c.train.update(dict(batch_size=64, epochs=10, select_metric="macro_f1"))
-  c.synth.update(dict(budget="ceil_multiple", source_class=-1, ngf=16, ndf=16, n_blocks=3,
-                      n_layers_D=2, batch_size=16, n_epochs=2, n_epochs_decay=2, filter="none",
-                      judge_epochs=3, judge_batch_size=64, log_every=200))
+  c.synth.update(dict(budget="ceil_multiple", source_class=-1, ngf=8, ndf=8, n_blocks=2,
+                      n_layers_D=2, batch_size=16, n_epochs=1, n_epochs_decay=1, filter="none",
+                      judge_epochs=3, judge_batch_size=64, log_every=50))
   c.compare.arms = ARMS
   if a.full:
     c.data.image_size = 224

@@ -148,6 +148,7 @@ def base_config() -> ml_collections.ConfigDict:
       latent_dim=100,
       widths="",             # conv GANs: generator channels per stage, smallest stage first ("" = default)
       hidden="256,256",      # mlp GANs
+      stack="auto",          # train the per-class models as one vmapped stack: auto (not conv on CPU) | always | never
       steps=2000,            # GANs: generator updates
       batch_size=64,
       learning_rate=0.0,     # Adam; 0: the method's default (2e-4; WGAN-GP 1e-4)

@@ -29,6 +29,8 @@ Log = Callable[[str], None]
 # Keys that choose what to run or show, not what a fold computes: they may change on resume.
 _FREE_KEYS = ("split.only_folds", "train.log_every_epochs", "synth.cache_dir", "synth.log_every",
               "compare.arms")
+# Blocks whose other keys matter only when their `method` is not "none".
+_UNUSED_WHEN_OFF = ("synth.",)
 # Post-hoc stages on the saved stage-1 checkpoints: eval mode may apply others than training did.
 _POST_HOC = ("stage2.", "resample.feature.", "resample.small_classes", "report.")
 
@@ -108,7 +110,11 @@ def _check_workdir_config(config, workdir: pathlib.Path, write: bool) -> dict:
   path = workdir / "config.json"
   if path.exists():
     old, new = _flat(json.loads(path.read_text())), _flat(resolved)
-    free = lambda k: k in _FREE_KEYS or (not write and k.startswith(_POST_HOC))
+    # Without synthesis its options change nothing (an arm of a comparison without a GAN).
+    unused = tuple(p for p in _UNUSED_WHEN_OFF if old.get(p + "method") == new.get(p + "method")
+                   == "none")
+    free = lambda k: (k in _FREE_KEYS or (not write and k.startswith(_POST_HOC))
+                      or k.startswith(unused))
     diff = sorted(k for k in old.keys() | new.keys() if not free(k) and old.get(k) != new.get(k))
     if diff:
       raise ValueError(

@@ -147,9 +147,10 @@ def test_remat_gives_the_same_step():
   plain = _train_step(_tiny(), x, y)
   remat = _train_step(_tiny(remat=True), x, y)
   np.testing.assert_allclose(remat[0], plain[0], rtol=1e-5, atol=1e-6)
+  # Gradients of biases that BatchNorm cancels are float noise (~1e-6) in either program.
   for g_remat, g_plain in zip(jax.tree.leaves(remat[1]), jax.tree.leaves(plain[1]), strict=True):
     assert np.all(np.isfinite(g_plain))
-    np.testing.assert_allclose(g_remat, g_plain, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g_remat, g_plain, rtol=1e-5, atol=1e-6)
   before = jax.tree.leaves(nnx.state(_tiny(), nnx.BatchStat))
   for s_remat, s_plain, s0 in zip(jax.tree.leaves(remat[2]), jax.tree.leaves(plain[2]), before,
                                   strict=True):

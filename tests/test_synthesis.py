@@ -183,3 +183,27 @@ def test_gan_oversampler_gives_the_requested_counts_in_a_pipeline(method, budget
   np.testing.assert_array_equal(again, x_out)
   pipe = Pipeline([("gan", sampler), ("clf", LogisticRegression())]).fit(x, y)
   assert pipe.predict(x).shape == y.shape
+
+
+def test_synthesis_options_without_synthesis_do_not_block_a_resume(monkeypatch, tmp_path):
+  ds = _id_dataset()
+  monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
+  off = {"synth.method": "none", "train.epochs": 1}
+  first = experiment.train_and_evaluate(_config(**off), tmp_path, log=QUIET)
+  again = experiment.train_and_evaluate(_config(**off, **{"synth.steps": 7}), tmp_path, log=QUIET)
+  assert_same_metrics(again, first)
+  with pytest.raises(ValueError, match="synth.method"):
+    experiment.train_and_evaluate(_config(), tmp_path, log=QUIET)
+
+
+def test_stacked_and_one_at_a_time_generators_give_the_same_samples(monkeypatch, tmp_path):
+  ds = _id_dataset()
+  monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
+  samples = {}
+  for stack in ("always", "never"):
+    experiment.train_and_evaluate(_config(**{"synth.stack": stack}), tmp_path / stack, log=QUIET)
+    [path] = (tmp_path / stack / "synthesis" / "fold_0").glob("samples_*/samples.npz")
+    with np.load(path) as f:
+      samples[stack] = f["x"], f["y"]
+  np.testing.assert_array_equal(samples["always"][1], samples["never"][1])
+  np.testing.assert_allclose(samples["always"][0], samples["never"][0], rtol=1e-4, atol=1e-4)

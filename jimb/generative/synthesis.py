@@ -82,38 +82,82 @@ def plan(config, y: np.ndarray, num_classes: int) -> tuple[dict[int, int], int |
   return {c: n for c, n in add.items() if n > 0}, source
 
 
-def _train_generators(config, x, y, classes, source, names, key, mesh, directory, log):
-  """Trains (or restores) the generators of `classes`: (make(c, n, key) -> rows, history)."""
-  s = config.synth
-  ckpt = checkpointing.FoldCheckpoints(directory / "checkpoints")
-  common = dict(mesh=mesh, ckpt=ckpt, checkpoint_every=s.checkpoint_every,
-                log_every=s.log_every, log=log)
-  try:
-    if s.method == "cyclegan":
-      if x.ndim != 4:
-        raise ValueError("--config.synth.method=cyclegan translates images; use a GAN "
-                         "(e.g. --config.synth.method=cgan) for tables")
-      pool = x[y == source]
-      trained = cyclegan.train(cyclegan.spec_from_config(s, x.shape[1:]), pool,
-                               [x[y == c] for c in classes], key,
-                               members=[f"{names[source]} -> {names[c]}" for c in classes],
-                               **common)
+def stacked(config, sample_shape) -> bool:
+  """Whether the per-class models train as one vmapped stack (`synth.stack`).
 
-      def make(c, n, k):
-        rng = np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel())
-        rows = rng.choice(len(pool), size=n, replace=n > len(pool))
-        return cyclegan.translate(trained, classes.index(c), pool[rows])
-    elif s.method == "cgan":
-      trained = gan.train(gan.spec_from_config(s, x.shape[1:], len(names)), [x], key,
-                          labels=[y], members=["all classes"], **common)
-      make = lambda c, n, k: gan.sample(trained, 0, n, k, label=c)
-    else:
-      trained = gan.train(gan.spec_from_config(s, x.shape[1:], 0), [x[y == c] for c in classes],
-                          key, members=[f"class {names[c]}" for c in classes], **common)
-      make = lambda c, n, k: gan.sample(trained, classes.index(c), n, k)
-  finally:
-    ckpt.close()
-  return make, trained.history
+  auto stacks except conv models on CPU: XLA:CPU turns vmapped convolutions into grouped ones,
+  which ran slower than the same models one after another (benchmarks/gan_stacked.py).
+  """
+  s = config.synth
+  if s.stack not in ("auto", "always", "never"):
+    raise ValueError(f"unknown --config.synth.stack={s.stack!r}; choose auto, always or never")
+  if s.stack != "auto":
+    return s.stack == "always"
+  conv = s.method == "cyclegan" or gan.spec_from_config(s, sample_shape, 0).arch == "conv"
+  return not (conv and jax.default_backend() == "cpu")
+
+
+def _train_generators(config, x, y, classes, source, names, key, mesh, directory, log):
+  """Trains (or restores) the generators of `classes`: (make(c, n, key) -> rows, history).
+
+  Per-class models train stacked, or one group of one class after another (`stacked`).
+  """
+  s = config.synth
+  groups = [classes] if s.method == "cgan" or stacked(config, x.shape[1:]) else [
+      [c] for c in classes]
+  keys = jax.random.split(key, len(classes))   # one per class, however they are grouped
+  at = lambda group: keys[np.asarray([classes.index(c) for c in group])]
+  models, history = {}, {}
+  for group in groups:
+    ckpt = checkpointing.FoldCheckpoints(
+        directory / ("checkpoints" if len(groups) == 1 else f"checkpoints_{group[0]}"))
+    common = dict(mesh=mesh, ckpt=ckpt, checkpoint_every=s.checkpoint_every,
+                  log_every=s.log_every, log=log)
+    try:
+      if s.method == "cyclegan":
+        if x.ndim != 4:
+          raise ValueError("--config.synth.method=cyclegan translates images; use a GAN "
+                           "(e.g. --config.synth.method=cgan) for tables")
+        trained = cyclegan.train(cyclegan.spec_from_config(s, x.shape[1:]), x[y == source],
+                                 [x[y == c] for c in group], at(group)[0],
+                                 members=[f"{names[source]} -> {names[c]}" for c in group],
+                                 **common)
+      elif s.method == "cgan":
+        trained = gan.train(gan.spec_from_config(s, x.shape[1:], len(names)), [x], key,
+                            labels=[y], members=["all classes"], **common)
+      else:
+        trained = gan.train(gan.spec_from_config(s, x.shape[1:], 0), [x[y == c] for c in group],
+                            at(group),
+                            members=[f"class {names[c]}" for c in group], **common)
+    finally:
+      ckpt.close()
+    models.update({c: (trained, i) for i, c in enumerate(group)})
+    for name, values in trained.history.items():
+      history.setdefault(name, []).append(values)
+  history = {k: v[0] if len(v) == 1 else v for k, v in history.items()}
+
+  def make(c, n, k):
+    trained, member = models[c]
+    if s.method == "cgan":
+      return gan.sample(trained, 0, n, k, label=c)
+    if s.method != "cyclegan":
+      return gan.sample(trained, member, n, k)
+    pool = x[y == source]
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel())
+    rows = rng.choice(len(pool), size=n, replace=n > len(pool))
+    return cyclegan.translate(trained, member, pool[rows])
+
+  return make, history
+
+
+def _final(history: dict) -> dict:
+  """The last logged loss of every model: {name: per-model values} (groups concatenated)."""
+  out = {}
+  for name, values in history.items():
+    if name != "step":
+      groups = values if values and isinstance(values[0][0], list) else [values]
+      out[name] = [v for group in groups for v in group[-1]]
+  return out
 
 
 def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: int,
@@ -140,6 +184,7 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
 
   family = "cyclegan" if s.method == "cyclegan" else "gan"
   generator = {k: synth[k] for k in _GENERATOR_KEYS[family]}
+  generator["stacked"] = stacked(config, x.shape[1:])
   key = jax.random.fold_in(jax.random.key(config.seed), fold_index)
   gen_key, sample_key = jax.random.split(key)
   log(f"  synthesis: {s.method} for classes {[names[c] for c in classes]}, "
@@ -187,7 +232,7 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
                  "rejection_rate": (generated - len(y_syn)) / max(generated, 1)},
       "scores_space": "judge features" if s.judge_epochs else "inputs",
       "scores": {names[c]: v for c, v in per_class.items() if c in add},
-      "final_losses": {k: v[-1] for k, v in history.items() if k != "step"},
+      "final_losses": _final(history),
       "directory": str(out_dir),
   }
   out_dir.mkdir(parents=True, exist_ok=True)
