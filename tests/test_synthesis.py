@@ -207,3 +207,13 @@ def test_stacked_and_one_at_a_time_generators_give_the_same_samples(monkeypatch,
       samples[stack] = f["x"], f["y"]
   np.testing.assert_array_equal(samples["always"][1], samples["never"][1])
   np.testing.assert_allclose(samples["always"][0], samples["never"][0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_conditional_gan_tops_up_every_class_from_one_model(monkeypatch, tmp_path):
+  ds = _id_dataset()
+  monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
+  results = experiment.train_and_evaluate(
+      _config(**{"synth.method": "cgan", "synth.arch": "mlp", "synth.stack": "auto"}), tmp_path,
+      log=QUIET)
+  counts = np.bincount(ds.y[_fold0(_config(), ds).train], minlength=3)
+  assert results["folds"][0]["class_counts"]["train_synthetic"] == (counts.max() - counts).tolist()

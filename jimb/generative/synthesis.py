@@ -93,6 +93,8 @@ def stacked(config, sample_shape) -> bool:
     raise ValueError(f"unknown --config.synth.stack={s.stack!r}; choose auto, always or never")
   if s.stack != "auto":
     return s.stack == "always"
+  if s.method == "cgan":   # one conditional model: nothing to stack
+    return True
   conv = s.method == "cyclegan" or gan.spec_from_config(s, sample_shape, 0).arch == "conv"
   return not (conv and jax.default_backend() == "cpu")
 
