@@ -19,17 +19,10 @@ from typing import Callable
 
 import numpy as np
 
+from jimb import config as config_lib
 from jimb import experiment
 
 Log = Callable[[str], None]
-
-
-def _typed(old, value: str):
-  if isinstance(old, bool):
-    if value.lower() not in ("true", "false", "1", "0"):
-      raise ValueError(f"expected true or false, got {value!r}")
-    return value.lower() in ("true", "1")
-  return type(old)(value) if old is not None else value
 
 
 def parse_arms(config, text: str) -> dict:
@@ -49,7 +42,7 @@ def parse_arms(config, text: str) -> dict:
       try:
         for p in path:
           node = node[p]
-        node[last] = _typed(node[last], value)
+        node[last] = config_lib.typed(node[last], value)
       except (KeyError, AttributeError, ValueError) as e:
         raise ValueError(f"arm {name!r} of --config.compare.arms: cannot set {key}={value!r} "
                          f"({e})") from e

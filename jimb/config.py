@@ -221,11 +221,14 @@ def parse_arg(arg: str | None, **defaults):
     key, sep, value = item.partition("=")
     if key not in defaults:
       raise ValueError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
-    default = defaults[key]
-    if not sep:
-      out[key] = True
-    elif isinstance(default, bool):
-      out[key] = value.lower() in ("1", "true", "yes")
-    else:
-      out[key] = type(default)(value) if default is not None else value
+    out[key] = typed(defaults[key], value) if sep else True
   return out
+
+
+def typed(default, value: str):
+  """`value` (text) as the type of `default`; booleans read 1/true/yes and 0/false/no."""
+  if isinstance(default, bool):
+    if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+      raise ValueError(f"expected true or false, got {value!r}")
+    return value.lower() in ("1", "true", "yes")
+  return type(default)(value) if default is not None else value

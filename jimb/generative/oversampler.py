@@ -68,9 +68,7 @@ class GANOverSampler(BaseOverSampler):
     self.random_state = random_state
 
   def _fit_resample(self, X, y):
-    X = np.asarray(X, np.float32)
-    if not np.all(np.isfinite(X)):
-      raise ValueError("GANOverSampler got NaN or infinite features; impute them first")
+    X = np.asarray(X, np.float32)   # imblearn's input check has refused NaN and infinities
     add = (budget_lib.synthesis_counts(y, self.budget, min_count=self.min_count) if self.budget
            else dict(self.sampling_strategy_))
     classes = sorted(c for c, n in add.items() if n > 0)

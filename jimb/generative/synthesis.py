@@ -100,16 +100,17 @@ def stacked(config, sample_shape) -> bool:
 
 
 def _train_generators(config, x, y, classes, source, names, key, mesh, directory, log):
-  """Trains (or restores) the generators of `classes`: (make(c, n, key) -> rows, history).
+  """Trains (or restores) the generators of `classes`: (make(c, n, key) -> rows, histories).
 
-  Per-class models train stacked, or one group of one class after another (`stacked`).
+  Per-class models train stacked, or one group of one class after another (`stacked`); each
+  group's loss history comes with the names of its models.
   """
   s = config.synth
   groups = [classes] if s.method == "cgan" or stacked(config, x.shape[1:]) else [
       [c] for c in classes]
   keys = jax.random.split(key, len(classes))   # one per class, however they are grouped
   at = lambda group: keys[np.asarray([classes.index(c) for c in group])]
-  models, history = {}, {}
+  models, histories = {}, []
   for group in groups:
     ckpt = checkpointing.FoldCheckpoints(
         directory / ("checkpoints" if len(groups) == 1 else f"checkpoints_{group[0]}"))
@@ -134,9 +135,7 @@ def _train_generators(config, x, y, classes, source, names, key, mesh, directory
     finally:
       ckpt.close()
     models.update({c: (trained, i) for i, c in enumerate(group)})
-    for name, values in trained.history.items():
-      history.setdefault(name, []).append(values)
-  history = {k: v[0] if len(v) == 1 else v for k, v in history.items()}
+    histories.append({"models": [names[c] for c in group], **trained.history})
 
   def make(c, n, k):
     trained, member = models[c]
@@ -149,17 +148,13 @@ def _train_generators(config, x, y, classes, source, names, key, mesh, directory
     rows = rng.choice(len(pool), size=n, replace=n > len(pool))
     return cyclegan.translate(trained, member, pool[rows])
 
-  return make, history
+  return make, histories
 
 
-def _final(history: dict) -> dict:
-  """The last logged loss of every model: {name: per-model values} (groups concatenated)."""
-  out = {}
-  for name, values in history.items():
-    if name != "step":
-      groups = values if values and isinstance(values[0][0], list) else [values]
-      out[name] = [v for group in groups for v in group[-1]]
-  return out
+def _final(histories: list[dict]) -> dict:
+  """The last logged value of every loss: {name: one value per model, groups in order}."""
+  names = [k for k in histories[0] if k not in ("models", "step")]
+  return {name: [v for h in histories for v in h[name][-1]] for name in names}
 
 
 def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: int,
@@ -191,7 +186,7 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
   gen_key, sample_key = jax.random.split(key)
   log(f"  synthesis: {s.method} for classes {[names[c] for c in classes]}, "
       f"{sum(add.values())} rows ({s.budget} budget)")
-  make, history = _train_generators(
+  make, histories = _train_generators(
       config, x, y, classes, source, names, gen_key, mesh,
       fold_dir / f"generator_{_digest(base, generator, classes)}", log)
 
@@ -199,7 +194,8 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
   space = lambda rows: rows.reshape(len(rows), -1).astype(np.float32)
   if s.judge_epochs:
     judge_cfg = {k: synth[k] for k in _JUDGE_KEYS}
-    ckpt = checkpointing.FoldCheckpoints(fold_dir / f"judge_{_digest(base, judge_cfg, config.model.to_dict())}")
+    judge_dir = fold_dir / f"judge_{_digest(base, judge_cfg, config.model.to_dict())}"
+    ckpt = checkpointing.FoldCheckpoints(judge_dir)
     try:
       trained_judge = judge.train(config.model, x, y, len(names), mean, std, mesh,
                                   epochs=s.judge_epochs, batch_size=s.judge_batch_size,
@@ -209,7 +205,7 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
     space = trained_judge.features
   real_features = space(x)
 
-  kept_x, kept_y, rounds = [], [], []
+  kept_x, kept_y, kept_features, rounds = [], [], [], []
   for r in range(max(s.max_rounds, 1) if s.filter != "none" else 1):
     have = np.bincount(np.concatenate(kept_y) if kept_y else np.zeros(0, int), minlength=len(names))
     need = {c: add[c] - int(have[c]) for c in classes if add[c] > have[c]}
@@ -218,13 +214,16 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
     new_x = np.concatenate([make(c, n, jax.random.fold_in(sample_key, r * len(names) + c))
                             for c, n in need.items()]).astype(x.dtype)
     new_y = np.concatenate([np.full(n, c, y.dtype) for c, n in need.items()])
-    mask, filtered = quality_filter.keep_mask(real_features, y, space(new_x), new_y, s.filter,
+    new_features = space(new_x)
+    mask, filtered = quality_filter.keep_mask(real_features, y, new_features, new_y, s.filter,
                                               k=s.filter_k, seed=seed)
     rounds.append(filtered)
     kept_x.append(new_x[mask])
     kept_y.append(new_y[mask])
+    kept_features.append(new_features[mask])
   x_syn, y_syn = np.concatenate(kept_x), np.concatenate(kept_y)
-  per_class = scores.per_class_scores(real_features, y, space(x_syn), y_syn, k=s.score_k)
+  per_class = scores.per_class_scores(real_features, y, np.concatenate(kept_features), y_syn,
+                                      k=s.score_k)
   generated = sum(f["overall"]["generated"] for f in rounds)
   report = {
       "method": s.method, "budget": s.budget,
@@ -234,14 +233,14 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
                  "rejection_rate": (generated - len(y_syn)) / max(generated, 1)},
       "scores_space": "judge features" if s.judge_epochs else "inputs",
       "scores": {names[c]: v for c, v in per_class.items() if c in add},
-      "final_losses": _final(history),
+      "final_losses": _final(histories),
       "directory": str(out_dir),
   }
   out_dir.mkdir(parents=True, exist_ok=True)
   if x.ndim == 4:
     grid.save_grid(out_dir / "grid.png", {c: x[y == c] for c in classes},
                    {c: x_syn[y_syn == c] for c in classes}, names)
-  (out_dir / "losses.json").write_text(json.dumps(history))
+  (out_dir / "losses.json").write_text(json.dumps(histories))
   (out_dir / "report.json").write_text(json.dumps(report, indent=1, allow_nan=True))
   np.savez(out_dir / "samples.tmp.npz", x=x_syn, y=y_syn)
   (out_dir / "samples.tmp.npz").replace(out_dir / "samples.npz")   # written last: marks it done

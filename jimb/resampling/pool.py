@@ -50,8 +50,7 @@ def training_pool(x: np.ndarray, y: np.ndarray, resample_cfg, seed: int,
   if not len(new):
     return TrainingPool(x, y, rows, n)
   # Interpolations of rows in [0, 1] (or of standardised features) stay valid rows.
-  return TrainingPool(np.concatenate([x, out.x[new].astype(x.dtype)]),
-                      np.concatenate([y, out.y[new]]), rows, n)
+  return dataclasses.replace(with_synthetic(x, y, out.x[new], out.y[new]), rows=rows)
 
 
 def with_synthetic(x: np.ndarray, y: np.ndarray, x_syn: np.ndarray,
