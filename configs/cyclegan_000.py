@@ -5,19 +5,27 @@ augmentation classifies; stratified 5-fold CV grouped by lesion (images of one l
 straddle a split).
 
 python main.py --config=configs/cyclegan_000.py:npz=../shared/data/images/ham10000_28x28_rgb.npz \
-    --workdir=runs/cyclegan000 --mode=compare        (CPU variant: 28x28, small CNN, fold 0)
+    --workdir=runs/cyclegan000 --mode=sweep        (CPU variant: 28x28, small CNN, fold 0)
 python main.py --config=configs/cyclegan_000.py:npz=<ham10000 at full size>,full \
-    --workdir=runs/cyclegan000_full --mode=compare   (GPU: EfficientNet-B3 from ImageNet
-    weights at 224x224 (image_size), the reference CycleGAN sizes, all five folds)
+    --workdir=runs/cyclegan000_full --mode=sweep   (GPU: ORG vs GAN for each of the seed's
+    EfficientNet-B3, ResNet-50, VGG-19 and MobileNet from ImageNet weights at 224x224
+    (image_size), the reference CycleGAN sizes, all five folds; add
+    --config.synth.cache_dir=runs/cyclegan000_full/synthesis to train the CycleGANs once for
+    all four models, with --executor=inline or one model at a time)
 """
 
-from jimb.config import base_config, parse_arg
+from jimb.config import arms, base_config, parse_arg
 
-ARMS = "ORG: ; GAN: synth.method=cyclegan"
+ARMS = {"ORG": {}, "GAN": {"synth.method": "cyclegan"}}
+FULL_MODELS = ("efficientnet_b3", "resnet50", "vgg19", "mobilenet_v1")
+
+
+def _args(arg):
+  return parse_arg(arg, npz="", tiny=False, full=False)
 
 
 def get_config(arg=None):
-  a = parse_arg(arg, npz="", tiny=False, full=False)
+  a = _args(arg)
   c = base_config()
   c.data.update(dict(source="npz", path=a.npz, group_key="lesion_id"))
   c.split.update(dict(folds=5, val_fraction=0.1, only_folds="0"))
@@ -31,7 +39,7 @@ def get_config(arg=None):
   c.synth.update(dict(budget="ceil_multiple", source_class=-1, ngf=8, ndf=8, n_blocks=2,
                       n_layers_D=2, batch_size=16, n_epochs=1, n_epochs_decay=1, filter="none",
                       judge_epochs=3, judge_batch_size=64, log_every=50))
-  c.compare.arms = ARMS
+  c.sweep.update(dict(control="ORG", per_class=True))
   if a.full:
     c.data.image_size = 224
     c.split.only_folds = ""
@@ -45,3 +53,14 @@ def get_config(arg=None):
     c.synth.update(dict(ngf=4, ndf=4, n_blocks=1, n_layers_D=1, batch_size=8, n_epochs=1,
                         n_epochs_decay=0, judge_epochs=1, log_every=50))
   return c
+
+
+def sweep(arg=None):
+  """ORG vs CycleGAN balancing side by side (sweep.md's per-class table); `full`: per model."""
+  if not _args(arg).full:
+    yield from arms(ARMS)
+    return
+  for model in FULL_MODELS:
+    for arm, overrides in ARMS.items():
+      yield {"_name": f"{model}_{arm}", "_method": arm, "_task": model, "model.name": model,
+             **overrides}

@@ -7,19 +7,21 @@ PneumoniaMNIST (28x28 grayscale, normal 1583 / pneumonia 4273), official split: 
 trains (a validation part carved from it picks the epoch), the official test split evaluates.
 
 python main.py --config=configs/gan_004.py:npz=../shared/data/images/pneumoniamnist_28x28.npz \
-    --workdir=runs/gan004 --mode=compare          (CPU: about half an hour)
-python main.py --config=configs/gan_004.py:npz=...,tiny --workdir=/tmp/g --mode=compare
-python main.py --config=configs/gan_004.py:npz=...,full --workdir=runs/gan004_64 --mode=compare
+    --workdir=runs/gan004 --mode=sweep            (CPU: about half an hour)
+python main.py --config=configs/gan_004.py:npz=...,tiny --workdir=/tmp/g --mode=sweep
+python main.py --config=configs/gan_004.py:npz=...,full --workdir=runs/gan004_64 --mode=sweep
     (GPU: the seed's 64x64 images, widths and 10 epochs of GAN training)
 """
 
-from jimb.config import base_config, parse_arg
+from jimb.config import arms, base_config, parse_arg
 
-ARMS = ("original: ; "
-        "augment: augment.enabled=true ; "
-        "vanilla_gan: synth.method=dcgan ; "
-        "lsgan: synth.method=lsgan synth.arch=mlp ; "
-        "cgan: synth.method=cgan synth.arch=mlp")
+ARMS = {
+    "original": {},
+    "augment": {"augment.enabled": True},
+    "vanilla_gan": {"synth.method": "dcgan"},
+    "lsgan": {"synth.method": "lsgan", "synth.arch": "mlp"},
+    "cgan": {"synth.method": "cgan", "synth.arch": "mlp"},
+}
 
 
 def get_config(arg=None):
@@ -38,7 +40,7 @@ def get_config(arg=None):
   c.synth.update(dict(budget="majority", latent_dim=100, widths="64,32", hidden="256,512",
                       steps=1500, batch_size=32, filter="none",
                       judge_epochs=3, log_every=250))
-  c.compare.arms = ARMS
+  c.sweep.update(dict(control="original", per_class=True))
   if a.full:
     c.data.image_size = 64
     c.synth.update(dict(widths="512,256,128,64", hidden="256,512,1024", steps=4000))
@@ -48,3 +50,9 @@ def get_config(arg=None):
     c.synth.update(dict(latent_dim=8, widths="8,4", hidden="16", steps=4, batch_size=8,
                         judge_epochs=1, judge_batch_size=32, log_every=2))
   return c
+
+
+def sweep(arg=None):
+  """The arms of the seed's Table 1, side by side (sweep.md's per-class table)."""
+  del arg   # the arms are the same at every size
+  return arms(ARMS)

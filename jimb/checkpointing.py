@@ -10,12 +10,14 @@ run continues exactly where its last checkpoint left off.
 from __future__ import annotations
 
 import math
-import pathlib
+import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+from jimb import files
 
 
 class CheckpointError(RuntimeError):
@@ -29,10 +31,13 @@ def _rank(metrics: dict[str, float]) -> tuple[float, int]:
 
 
 class FoldCheckpoints:
-  """Checkpoints of one fold under `directory`, numbered by completed epochs."""
+  """Checkpoints of one fold under `directory` (local or remote), numbered by completed epochs.
 
-  def __init__(self, directory: str | pathlib.Path, keep_latest: int = 1, keep_best: int = 1):
-    self.directory = pathlib.Path(directory).absolute()
+  Every process of a multi-process run makes the same calls; orbax coordinates them.
+  """
+
+  def __init__(self, directory: str | os.PathLike, keep_latest: int = 1, keep_best: int = 1):
+    self.directory = files.as_path(directory)
     policy = policies.AnyPreservationPolicy([
         policies.LatestN(keep_latest),
         policies.BestN(get_metric_fn=_rank, n=keep_best),

@@ -8,7 +8,12 @@ options it does not take (see `jimb.registry`).
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import ml_collections
+
+_OPTION_BLOCKS = ("loss", "model", "resample.image", "resample.feature")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -187,17 +192,14 @@ def base_config() -> ml_collections.ConfigDict:
       layers="classifier",   # crt, feature_resample: classifier (final FC) | head (+ the head's hidden FC)
   ))
 
-  # The resampling study of seed 001 (python main.py --mode=study, jimb.study): every scenario x
-  # ratio x method, methods written baseline, IS_<r>, FS_<r>, TS_<r>+<r> with r in RUS, ROS, SMOTE.
-  c.study = ml_collections.ConfigDict(dict(
-      scenarios="linear,single_majority,single_minority,half_minority",
-      ratios="2,5,10",
-      methods="baseline,IS_RUS,IS_ROS,IS_SMOTE,FS_RUS,FS_ROS,FS_SMOTE,TS_SMOTE+SMOTE,TS_SMOTE+RUS",
+  # How `python main.py --mode=sweep` tabulates the cells of a config file's sweep(arg)
+  # (jimb.sweep.tables); never part of what a cell computes.
+  c.sweep = ml_collections.ConfigDict(dict(
+      metrics="macro_f1,balanced_accuracy",  # ranked and tested, as test metrics of every fold
+      control="",            # Wilcoxon-Holm control method ("" = the sweep's first method)
+      alpha=0.05,            # significance level of the Nemenyi and Holm-corrected tests
+      per_class=False,       # add each cell's pooled per-class precision / recall / F1
   ))
-
-  # Arms run side by side by `python main.py --mode=compare` (jimb.compare):
-  # "name: key=value key=value; name: ..." (an arm with no keys is the config as it is).
-  c.compare = ml_collections.ConfigDict(dict(arms=""))
 
   # Per-class accuracy grouped by training-set size, as in long-tailed recognition papers:
   # many-shot (> many_shot examples), medium, few-shot (< few_shot).
@@ -223,6 +225,54 @@ def parse_arg(arg: str | None, **defaults):
       raise ValueError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
     out[key] = typed(defaults[key], value) if sep else True
   return out
+
+
+def override(base: ml_collections.ConfigDict, overrides: dict[str, Any],
+             where: str) -> ml_collections.ConfigDict:
+  """A copy of `base` with dotted `overrides` ({"loss.name": "focal"}) set.
+
+  A key that does not exist is an error naming it, except in the option blocks whose keys a
+  registry checks when it builds (a loss's gamma, a model's own sub-block, a resampler's
+  k_neighbors), where a cell may add keys as configs do with c.loss.update(...).
+  """
+  config = copy.deepcopy(base)
+  for key, value in overrides.items():
+    *path, last = key.split(".")
+    node = config
+    try:
+      for depth, p in enumerate(path):
+        if path[:depth] == ["model"] and p not in node:   # a model's own sub-block
+          with node.unlocked():
+            node[p] = ml_collections.ConfigDict()
+        node = node[p]
+      if last in node:
+        node[last] = value
+      elif ".".join(path) in _OPTION_BLOCKS or path[:1] == ["model"]:
+        with node.unlocked():
+          node[last] = value
+      else:
+        raise KeyError(f"{'.'.join(path) or 'the config'} has no key {last!r}")
+    except (KeyError, AttributeError, TypeError, ValueError) as e:
+      raise ValueError(f"{where}: cannot set {key}={value!r} ({e}); the keys and their meaning "
+                       "are in jimb/config.py") from None
+  return config
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  """{"a": {"b": 1}} -> {"a.b": 1}: resolved configs compared key by key."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def arms(named: dict):
+  """Sweep cells named after their arms: {"original": {}, "gan": {"synth.method": "dcgan"}}."""
+  for name, overrides in named.items():
+    yield {"_name": name, **overrides}
 
 
 def typed(default, value: str):

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 import time
 from typing import Callable
 
+from etils import epath
 import jax
-import numpy as np
 
-from jimb import checkpointing, metrics, report
+from jimb import checkpointing, files, metrics, multihost, report
+from jimb import config as config_lib
 from jimb.data import dataset, imbalance, scenarios, sources, splits
 from jimb.data.dataset import Dataset
 from jimb.training import fold as fold_lib
@@ -27,8 +28,8 @@ from jimb.training import mesh as mesh_lib
 
 Log = Callable[[str], None]
 # Keys that choose what to run or show, not what a fold computes: they may change on resume.
-_FREE_KEYS = ("split.only_folds", "train.log_every_epochs", "synth.cache_dir", "synth.log_every",
-              "compare.arms")
+_FREE_KEYS = ("split.only_folds", "train.log_every_epochs", "synth.cache_dir", "synth.log_every")
+_FREE_BLOCKS = ("sweep.",)   # how a sweep tabulates its cells
 # Blocks whose other keys matter only when their `method` is not "none".
 _UNUSED_WHEN_OFF = ("synth.",)
 # Post-hoc stages on the saved stage-1 checkpoints: eval mode may apply others than training did.
@@ -95,62 +96,70 @@ def _selected(folds: list[splits.Fold], only: str) -> list[splits.Fold]:
   return [folds[i] for i in wanted]
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
+def config_differences(old: dict, new: dict, post_hoc_free: bool = False) -> list[str]:
+  """The keys in which two resolved configs differ in what a run computes.
+
+  Keys that only choose what to run or show never count; synthesis options do not count while
+  synthesis is off in both; with `post_hoc_free` the post-hoc stages do not count either (eval
+  mode may apply others to the saved stage-1 checkpoints).
+  """
+  old, new = config_lib.flatten(old), config_lib.flatten(new)
+  # Without synthesis its options change nothing (an arm of a comparison without a GAN).
+  unused = tuple(p for p in _UNUSED_WHEN_OFF if old.get(p + "method") == new.get(p + "method")
+                 == "none")
+  free = lambda k: (k in _FREE_KEYS or k.startswith(_FREE_BLOCKS)
+                    or (post_hoc_free and k.startswith(_POST_HOC)) or k.startswith(unused))
+  return sorted(k for k in old.keys() | new.keys() if not free(k) and old.get(k) != new.get(k))
 
 
-def _check_workdir_config(config, workdir: pathlib.Path, write: bool) -> dict:
+def check_workdir_config(config, workdir: epath.Path, write: bool) -> dict:
+  """The resolved config, written to (write) or checked against `workdir`/config.json.
+
+  A workdir holding another config is refused; without `write` (eval mode) the post-hoc keys
+  may differ.
+  """
   resolved = json.loads(config.to_json_best_effort())
   path = workdir / "config.json"
-  if path.exists():
-    old, new = _flat(json.loads(path.read_text())), _flat(resolved)
-    # Without synthesis its options change nothing (an arm of a comparison without a GAN).
-    unused = tuple(p for p in _UNUSED_WHEN_OFF if old.get(p + "method") == new.get(p + "method")
-                   == "none")
-    free = lambda k: (k in _FREE_KEYS or (not write and k.startswith(_POST_HOC))
-                      or k.startswith(unused))
-    diff = sorted(k for k in old.keys() | new.keys() if not free(k) and old.get(k) != new.get(k))
+  stored = multihost.agree_bytes(lambda: path.read_bytes() if path.exists() else None)
+  if stored is not None:
+    diff = config_differences(json.loads(stored), resolved, post_hoc_free=not write)
     if diff:
       raise ValueError(
           f"{workdir} holds a run with a different config ({', '.join(diff[:10])} differ); "
           "use a new --workdir, or delete this one to start over")
   elif write:
-    workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(resolved, indent=2))
+    if multihost.is_writer():
+      files.write_text(path, json.dumps(resolved, indent=2))
   else:
     raise FileNotFoundError(f"{workdir} holds no run (no config.json); train it first with --mode=train")
   return resolved
 
 
-def _write_json(path: pathlib.Path, obj) -> None:
-  if jax.process_index() == 0:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-    tmp.replace(path)  # atomic: a kill never leaves half a result
+def _write_json(path: epath.Path, obj) -> None:
+  if multihost.is_writer():
+    files.write_text(path, json.dumps(obj, indent=1, allow_nan=True))
 
 
-def _ckpt(config, fold_dir: pathlib.Path) -> checkpointing.FoldCheckpoints:
+def _ckpt(config, fold_dir: epath.Path) -> checkpointing.FoldCheckpoints:
   return checkpointing.FoldCheckpoints(fold_dir / "checkpoints", config.checkpoint.keep_latest,
                                        config.checkpoint.keep_best)
 
 
-def _synth_root(config, workdir: pathlib.Path) -> pathlib.Path:
+def _synth_root(config, workdir: epath.Path) -> epath.Path:
   """Where the synthesis stage caches generators and samples (shareable between runs)."""
-  return pathlib.Path(config.synth.cache_dir).expanduser() if config.synth.cache_dir else (
+  return files.as_path(config.synth.cache_dir) if config.synth.cache_dir else (
       workdir / "synthesis")
 
 
-def train_and_evaluate(config, workdir: str | pathlib.Path, log: Log = print) -> dict:
-  """Runs (or resumes) every fold and writes results.json; returns the results."""
+def train_and_evaluate(config, workdir: str | os.PathLike, log: Log = print) -> dict:
+  """Runs (or resumes) every fold and writes results.json; returns the results.
+
+  `workdir` may be local or remote (gs://...). With several processes every one runs this and
+  returns the same results; process 0 writes the files.
+  """
   t0 = time.perf_counter()
-  workdir = pathlib.Path(workdir)
-  resolved = _check_workdir_config(config, workdir, write=True)
+  workdir = files.as_path(workdir)
+  resolved = check_workdir_config(config, workdir, write=True)
   ds, folds, info = load_data(config, log)
   mesh = mesh_lib.make_mesh()
   log(f"devices: {mesh.devices.size} x {jax.devices()[0].platform}, "
@@ -159,10 +168,10 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, log: Log = print) ->
   for fold in folds:
     fold_dir = workdir / f"fold_{fold.index}"
     done = fold_dir / "result.json"
-    if done.exists():
+    if multihost.agree(done.exists):
       log(f"fold {fold.index}: finished earlier, loaded from {done}")
       records.append(json.loads(done.read_text()))
-      probs.append(np.load(fold_dir / "test_probs.npz")["probs"])
+      probs.append(files.read_npz(fold_dir / "test_probs.npz")["probs"])
       continue
     log(f"fold {fold.index}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)}")
     setup = fold_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), log)
@@ -171,8 +180,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, log: Log = print) ->
       record, fold_probs = fold_lib.train_fold(config, setup, ckpt, log)
     finally:
       ckpt.close()
-    if jax.process_index() == 0:
-      np.savez(fold_dir / "test_probs.npz", index=fold.test, probs=fold_probs)
+    if multihost.is_writer():
+      files.write_npz(fold_dir / "test_probs.npz", index=fold.test, probs=fold_probs)
     _write_json(done, record)
     log(f"fold {fold.index}: test " + report.one_line(record["test"]))
     records.append(record)
@@ -180,20 +189,22 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, log: Log = print) ->
   results = report.assemble(resolved, info, folds, records, ds.y, probs)
   results["timings"] = {"total_s": round(time.perf_counter() - t0, 2)}
   _write_json(workdir / "results.json", results)
+  multihost.barrier("results.json written")
   log(report.summary_table(results))
   return results
 
 
-def evaluate(config, workdir: str | pathlib.Path, log: Log = print,
-             output: str = "eval_results.json") -> dict:
+def evaluate(config, workdir: str | os.PathLike, log: Log = print,
+             output: str | os.PathLike = "eval_results.json") -> dict:
   """Restores each fold's best checkpoint and re-evaluates its test part, without training.
 
   The stage-2 keys (`stage2`, `resample.feature`) may differ from the training run's: the
   post-hoc stage then runs on the saved stage-1 checkpoints (e.g. several feature-space
-  resamplers on one trained backbone). Results go to `output` in the workdir.
+  resamplers on one trained backbone). Results go to `output`, a path relative to the workdir
+  (or an absolute one: a sweep's post-hoc cell keeps its results in its own folder).
   """
-  workdir = pathlib.Path(workdir)
-  resolved = _check_workdir_config(config, workdir, write=False)
+  workdir = files.as_path(workdir)
+  resolved = check_workdir_config(config, workdir, write=False)
   ds, folds, info = load_data(config, log)
   mesh = mesh_lib.make_mesh()
   records, probs = [], []
@@ -201,7 +212,8 @@ def evaluate(config, workdir: str | pathlib.Path, log: Log = print,
     fold_dir = workdir / f"fold_{fold.index}"
     setup = fold_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), log)
     done = fold_dir / "result.json"
-    stored = json.loads(done.read_text()) if done.exists() else None
+    stored = multihost.agree_bytes(lambda: done.read_bytes() if done.exists() else None)
+    stored = json.loads(stored) if stored is not None else None
     ckpt = _ckpt(config, fold_dir)
     try:
       meta = fold_lib.latest_meta(ckpt, setup)
@@ -219,5 +231,6 @@ def evaluate(config, workdir: str | pathlib.Path, log: Log = print,
     probs.append(fold_probs)
   results = report.assemble(resolved, info, folds, records, ds.y, probs)
   _write_json(workdir / output, results)
+  multihost.barrier(f"{output} written")
   log(report.summary_table(results))
   return results

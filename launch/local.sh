@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs one config on every accelerator of this machine (data-parallel over all local devices).
-#   launch/local.sh configs/default.py runs/default [--config.key=value ...]
+# Runs a config's sweep on this machine: every cell an ordinary experiment in <workdir>/<cell>,
+# scheduled by Ray (one cell per GPU, or one pinned core per cell on a CPU), then the tables in
+# <workdir>/sweep.md. A single run on all local devices is plain `python main.py`.
+#   launch/local.sh configs/study_001.py runs/study [--cell_cpus=2] [--config.key=value ...]
 set -euo pipefail
 config=$1 workdir=$2; shift 2
 cd "$(dirname "$0")/.."
-exec python main.py --config="$config" --workdir="$workdir" "$@"
+exec python main.py --config="$config" --workdir="$workdir" --mode=sweep --executor=ray "$@"

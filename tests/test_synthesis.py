@@ -11,11 +11,13 @@ from imblearn.pipeline import Pipeline
 from sklearn.linear_model import LogisticRegression
 
 from helpers import assert_same_metrics, tiny_config
-from jimb import compare, experiment
+from jimb import config as config_lib
+from jimb import experiment
 from jimb.data import sources, splits
 from jimb.data.dataset import Dataset
 from jimb.generative import gan, judge
 from jimb.generative.oversampler import GANOverSampler
+from jimb.sweep import cells, executors, job, tables
 from jimb.training import fold as fold_lib
 
 QUIET = lambda s: None
@@ -151,20 +153,21 @@ def test_bad_synthesis_settings_name_the_fix(monkeypatch, tmp_path):
                                   log=QUIET)
 
 
-def test_compare_runs_each_arm_and_tabulates_per_class_scores(monkeypatch, tmp_path):
+def test_arms_side_by_side_tabulate_per_class_and_synthesis_scores(monkeypatch, tmp_path):
   ds = _id_dataset()
   monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
-  config = _config(**{"synth.method": "none",
-                      "compare.arms": "original: ; gan: synth.method=lsgan synth.steps=2"})
-  rows = compare.run_compare(config, tmp_path, log=QUIET)
-  assert list(rows) == ["original", "gan"]
-  assert not rows["original"]["synthesis"] and rows["gan"]["synthesis"]
+  config = _config(**{"synth.method": "none", "sweep.per_class": True})
+  arms = config_lib.arms({"original": {}, "gan": {"synth.method": "lsgan", "synth.steps": 2}})
+  jobs = cells.jobs(cells.expand(config, arms), config)
+  assert not executors.run_inline(jobs, str(tmp_path), job.Settings(cpus=0), QUIET)
+  summary = tables.write(jobs, str(tmp_path), tables.settings(config), log=QUIET)
+  original, gan_cell = summary["cells"]
+  assert (original["name"], gan_cell["name"]) == ("original", "gan")
+  assert not original["synthesis"] and gan_cell["synthesis"]["fid"] >= 0
   results = json.loads((tmp_path / "gan" / "results.json").read_text())
-  assert rows["gan"]["per_class"] == results["summary"]["pooled"]["per_class"]
-  text = (tmp_path / "compare.md").read_text()
+  assert gan_cell["per_class"] == results["summary"]["pooled"]["per_class"]
+  text = (tmp_path / "sweep.md").read_text()
   assert "| original |" in text and "| gan |" in text and "a F1" in text
-  with pytest.raises(ValueError, match="arm 'x'.*synth.metod"):
-    compare.parse_arms(config, "x: synth.metod=dcgan")
 
 
 @pytest.mark.parametrize("method, budget", [("lsgan", None), ("cgan", "min_count")])

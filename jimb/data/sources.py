@@ -353,13 +353,16 @@ def _load_tfds(data_cfg) -> Dataset:
   With download off an unprepared dataset fails at once instead of waiting on network retries.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from jimb import multihost  # pylint: disable=g-import-not-at-top
 
   name, split = data_cfg.name, data_cfg.split
   data_dir = data_cfg.data_dir or None
   builder_kwargs = dict(file_format="array_record")
   try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=data_cfg.download,
-                              builder_kwargs=builder_kwargs)
+    source = multihost.writer_first(
+        lambda: tfds.data_source(name, split=split, data_dir=data_dir,
+                                 download=data_cfg.download, builder_kwargs=builder_kwargs),
+        f"tfds {name} prepared")
   except tfds.core.DatasetNotFoundError as e:
     raise ValueError(f"tfds has no dataset {name!r}; fix --config.data.name (tfds.list_builders() "
                      "lists them)") from e

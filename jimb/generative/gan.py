@@ -417,9 +417,11 @@ def train(spec: GANSpec, data: list[np.ndarray], key: jax.Array, *,
   rows = _pad_rows(np.concatenate([(x - m) / s for x, (m, s) in zip(data, scales)]))
   offsets = np.cumsum([0] + [len(x) for x in data[:-1]])
   y = None if labels is None else _pad_rows(np.asarray(labels[0], np.int32))
-  rows, y, step_keys = jax.device_put(
-      (rows, y, step_keys), None if mesh is None else mesh_lib.replicated(mesh))
-  idx_sharding = None if mesh is None else NamedSharding(mesh, P(None, None, "data"))
+  if mesh is None:
+    rows, y, step_keys = jax.device_put((rows, y, step_keys))
+  else:
+    rows, y, step_keys = mesh_lib.replicate((rows, y, step_keys), mesh)
+    idx_sharding = NamedSharding(mesh, P(None, None, "data"))
   n_batches = spec.critic_updates
 
   def batch_fn(step: int) -> jax.Array:
@@ -428,7 +430,8 @@ def train(spec: GANSpec, data: list[np.ndarray], key: jax.Array, *,
       rng = np.random.default_rng([*seed, step])
       idx.append([offset + rng.choice(len(x), spec.batch_size, replace=len(x) < spec.batch_size)
                   for _ in range(n_batches)])
-    return jax.device_put(np.asarray(idx, np.int32), idx_sharding)
+    idx = np.asarray(idx, np.int32)
+    return jax.device_put(idx) if mesh is None else mesh_lib.put(idx, idx_sharding)
 
   graphs, state = init_state(spec, init_keys, mesh)
   step = compiled_step(spec, graphs, mesh)

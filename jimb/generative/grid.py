@@ -8,11 +8,12 @@ pixel of a tiny image stays a visible, exact block.
 from __future__ import annotations
 
 import math
-import pathlib
 from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from jimb import files
 
 MIN_TILE = 64      # small images are upscaled by a whole factor to at least this many pixels
 PAD = 2            # pixels after every tile, across and down
@@ -36,8 +37,9 @@ def _check(images: np.ndarray, c: int, what: str) -> np.ndarray:
 
 def save_grid(path, real: Mapping[int, np.ndarray], synthetic: Mapping[int, np.ndarray],
               class_names: Sequence[str] | Mapping[int, str], per_row: int = 8) -> None:
-  """Writes one PNG: a line per class (of either dict) with its name, then its first `per_row`
-  real images, then its first `per_row` synthetic ones; missing images leave empty tiles."""
+  """Writes one PNG to `path` (local or remote): a line per class (of either dict) with its name,
+  then its first `per_row` real images, then its first `per_row` synthetic ones; missing images
+  leave empty tiles."""
   if per_row < 1:
     raise ValueError(f"per_row must be >= 1, got {per_row}")
   classes = sorted(set(real) | set(synthetic))
@@ -61,9 +63,8 @@ def save_grid(path, real: Mapping[int, np.ndarray], synthetic: Mapping[int, np.n
         canvas[y0:y0 + h * scale, x0:x0 + w * scale] = pixels   # 1 channel broadcasts to 3
   picture = Image.fromarray(canvas)
   _label(picture, names, cell_h, block)
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  picture.save(path, format="PNG")
+  with files.replacing(files.as_path(path)) as f:
+    picture.save(f, format="PNG")
 
 
 def _name(class_names, c: int) -> str:

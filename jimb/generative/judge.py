@@ -60,7 +60,9 @@ def train(model_cfg, x: np.ndarray, y: np.ndarray, num_classes: int, mean: jax.A
   loss = losses.build_loss({"name": "cross_entropy"}, np.bincount(y, minlength=num_classes))
   step = step_lib.make_train_step(graphdef, tx, loss.fn, None, mesh)
   sampler = ClassAwareSampler(y, num_classes, mode="instance", q=1.0,
-                              global_batch_size=batch_size, seed=seed)
+                              global_batch_size=batch_size, seed=seed,
+                              process_index=jax.process_index(),
+                              process_count=jax.process_count())
   for epoch in range(epochs):
     for batch in pipeline.train_batches(x, y, sampler.epoch_indices(epoch)):
       state, metrics = step(state, mesh_lib.local_batch_to_global(batch, mesh), train_key, mean,

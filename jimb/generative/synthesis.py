@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import pathlib
+import os
 from typing import Callable
 
 import jax
 import numpy as np
 
-from jimb import checkpointing
+from jimb import checkpointing, files, multihost
 from jimb.generative import budget, cyclegan, gan, grid, judge, quality_filter, scores
 
 METHODS = ("none", "dcgan", "lsgan", "cgan", "wgan_gp", "cyclegan")
@@ -159,8 +159,12 @@ def _final(histories: list[dict]) -> dict:
 
 def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: int,
                mean: jax.Array, std: jax.Array, mesh: jax.sharding.Mesh,
-               cache_root: pathlib.Path, log: Log = print) -> Synthesis:
-  """Synthetic training rows for the fold whose real training part is (x, y); see the module."""
+               cache_root: str | os.PathLike, log: Log = print) -> Synthesis:
+  """Synthetic training rows for the fold whose real training part is (x, y); see the module.
+
+  `cache_root` may be local or remote. With several processes each computes the same rows and
+  process 0 writes them; whether they are cached already is process 0's view.
+  """
   s = config.synth
   names = list(class_names)
   add, source = plan(config, y, len(names))
@@ -168,16 +172,16 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
   if not classes:
     log(f"  synthesis: the {s.budget} budget asks for no samples")
     return Synthesis(x[:0], y[:0], {"method": s.method, "requested": {}})
-  fold_dir = pathlib.Path(cache_root) / f"fold_{fold_index}"
+  fold_dir = files.as_path(cache_root) / f"fold_{fold_index}"
   base = {k: config[k].to_dict() for k in ("data", "imbalance", "split")}
   base.update(seed=config.seed, fold=fold_index)
   synth = {k: v for k, v in s.to_dict().items() if k not in _NOT_KEYS}
   out_dir = fold_dir / f"samples_{_digest(base, synth, config.model.to_dict())}"
-  if (out_dir / "samples.npz").exists():
-    with np.load(out_dir / "samples.npz") as f:
-      report = json.loads((out_dir / "report.json").read_text())
-      log(f"  synthesis: {len(f['y'])} rows loaded from {out_dir}")
-      return Synthesis(f["x"], f["y"], report)
+  if multihost.agree((out_dir / "samples.npz").exists):
+    samples = files.read_npz(out_dir / "samples.npz")
+    report = json.loads((out_dir / "report.json").read_text())
+    log(f"  synthesis: {len(samples['y'])} rows loaded from {out_dir}")
+    return Synthesis(samples["x"], samples["y"], report)
 
   family = "cyclegan" if s.method == "cyclegan" else "gan"
   generator = {k: synth[k] for k in _GENERATOR_KEYS[family]}
@@ -236,14 +240,13 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
       "final_losses": _final(histories),
       "directory": str(out_dir),
   }
-  out_dir.mkdir(parents=True, exist_ok=True)
-  if x.ndim == 4:
-    grid.save_grid(out_dir / "grid.png", {c: x[y == c] for c in classes},
-                   {c: x_syn[y_syn == c] for c in classes}, names)
-  (out_dir / "losses.json").write_text(json.dumps(histories))
-  (out_dir / "report.json").write_text(json.dumps(report, indent=1, allow_nan=True))
-  np.savez(out_dir / "samples.tmp.npz", x=x_syn, y=y_syn)
-  (out_dir / "samples.tmp.npz").replace(out_dir / "samples.npz")   # written last: marks it done
+  if multihost.is_writer():
+    if x.ndim == 4:
+      grid.save_grid(out_dir / "grid.png", {c: x[y == c] for c in classes},
+                     {c: x_syn[y_syn == c] for c in classes}, names)
+    files.write_text(out_dir / "losses.json", json.dumps(histories))
+    files.write_text(out_dir / "report.json", json.dumps(report, indent=1, allow_nan=True))
+    files.write_npz(out_dir / "samples.npz", x=x_syn, y=y_syn)   # written last: marks it done
   log(f"  synthesis: kept {len(y_syn)} of {generated} rows (rejection rate "
       f"{report['filter']['rejection_rate']:.3f}); grid and scores in {out_dir}")
   return Synthesis(x_syn, y_syn, report)

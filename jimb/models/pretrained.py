@@ -9,6 +9,7 @@ from typing import Any
 from flax import nnx
 import numpy as np
 
+from jimb import multihost
 from jimb.models import keras_import, model_options
 
 
@@ -39,8 +40,9 @@ def load(model_cfg, graphdef: nnx.GraphDef, params: Any, rest: Any, input_shape,
                      "Use an RGB dataset or leave --config.model.pretrained empty")
   model = nnx.merge(graphdef, params, rest, copy=True)
   options = json.dumps(model_options(model_cfg), sort_keys=True)  # hashable for the cache
-  keras_model = _keras_model(model_cfg.name, tuple(input_shape), num_classes,
-                             model_cfg.pretrained, options)
+  keras_model = multihost.writer_first(
+      lambda: _keras_model(model_cfg.name, tuple(input_shape), num_classes,
+                           model_cfg.pretrained, options), "keras weights fetched")
   mean, std = keras_import.convert(model, model_cfg.name, keras_model)
   _, params, rest = nnx.split(model, nnx.Param, ...)
   return params, rest, np.asarray(mean, np.float32), np.asarray(std, np.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
+import os
 import time
 from typing import Any, Callable
 
@@ -75,7 +75,7 @@ def _parts(config, ds: Dataset, fold: Fold) -> dict[str, np.ndarray]:
 
 
 def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh,
-               synth_root: pathlib.Path | None = None, log: Log = print) -> FoldSetup:
+               synth_root: str | os.PathLike | None = None, log: Log = print) -> FoldSetup:
   """Everything a fold needs, fitted on its training part; `synth_root` caches the synthesis
   stage's generators and samples (config.synth)."""
   if config.stage2.method not in STAGE2_METHODS:

@@ -27,8 +27,27 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P("data"))
 
 
+def put(value, sharding: NamedSharding) -> jax.Array:
+  """`value` laid out as `sharding`, from this process's copy of it (every process holds the same).
+
+  `value` may be numpy, a scalar, or a jax.Array (PRNG keys included) on any devices. It goes
+  through host memory: jax.device_put cannot move an array committed to local devices onto
+  devices of other processes.
+  """
+  if isinstance(value, jax.Array):
+    if value.sharding.is_equivalent_to(sharding, value.ndim):
+      return value
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(value), sharding),
+                                      impl=jax.random.key_impl(value))
+  host = np.asarray(value)
+  return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
 def replicate(tree, mesh: Mesh):
-  return jax.device_put(tree, replicated(mesh))
+  """Every leaf of `tree` whole on every device of `mesh` (see `put`)."""
+  sharding = replicated(mesh)
+  return jax.tree.map(lambda leaf: put(leaf, sharding), tree)
 
 
 def local_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -40,8 +59,7 @@ def local_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str,
 def full_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """A batch every process holds whole (evaluation) -> one global array split over the mesh."""
   sharding = batch_sharded(mesh)
-  return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
-          for k, v in batch.items()}
+  return {k: put(v, sharding) for k, v in batch.items()}
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = "--config.train.batch_size") -> None:
