@@ -5,6 +5,7 @@ Flags only; all logic is in `jimb.experiment` and `jimb.sweep`. Override any con
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -28,8 +29,8 @@ _EXECUTOR = flags.DEFINE_enum("executor", None, ["inline", "ray", "slurm"],
 _CELL_CPUS = flags.DEFINE_integer("cell_cpus", 1, "sweep: CPU cores per cell; a CPU cell is "
                                   "pinned to them under every executor, so its numbers do not "
                                   "depend on where it ran (0: no pinning).")
-_CELL_GPUS = flags.DEFINE_integer("cell_gpus", -1, "sweep: GPUs per cell (-1: 1 where Ray or "
-                                  "SLURM has GPUs, else 0).")
+_CELL_GPUS = flags.DEFINE_integer("cell_gpus", -1, "sweep: GPUs per cell (-1: on Ray 1 where "
+                                  "the cluster has GPUs, else 0; on SLURM 0).")
 _CELL_TPUS = flags.DEFINE_integer("cell_tpus", 0, "sweep, ray: TPU chips per cell.")
 _RETRIES = flags.DEFINE_integer("retries", 2, "sweep: how often a cell whose process died (or "
                                 "was pre-empted) is started again; it resumes from its "
@@ -84,11 +85,27 @@ def _sweep() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
+  verbose = flags.FLAGS["verbosity"].present
+  if not verbose:
     logging.set_verbosity(logging.WARNING)  # library INFO chatter hides the progress lines
-  if _MODE.value in ("sweep", "aggregate"):
-    _sweep()
-    return
+  from jimb import checkpointing, lock
+  from jimb.sweep import executors
+  # Errors that mean "the input or the config is wrong": their messages name the fix.
+  input_errors = (ValueError, FileNotFoundError, PermissionError, FloatingPointError,
+                  lock.WorkdirInUse, checkpointing.CheckpointError, executors.EngineMissing,
+                  executors.CellsFailed)
+  try:
+    _sweep() if _MODE.value in ("sweep", "aggregate") else _run()
+  except input_errors as e:
+    if verbose:
+      raise
+    # A bad input or config: the message names it and the fix; the traceback adds nothing.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _run() -> None:
+  """--mode=train / eval: one experiment, on one process or several (multi-host)."""
   import jax  # after flag parsing, so --help is fast
   from jimb import distributed
   # Before anything touches a device.

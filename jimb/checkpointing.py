@@ -9,19 +9,30 @@ run continues exactly where its last checkpoint left off.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from jimb import files
+from jimb import files, multihost
 
 
 class CheckpointError(RuntimeError):
   """A checkpoint that is missing or cannot be read; the message says what to do."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+  """The checkpoint of `epoch` exists but cannot be restored."""
+
+  def __init__(self, message: str, epoch: int):
+    super().__init__(message)
+    self.epoch = epoch
 
 
 def _rank(metrics: dict[str, float]) -> tuple[float, int]:
@@ -42,7 +53,21 @@ class FoldCheckpoints:
         policies.LatestN(keep_latest),
         policies.BestN(get_metric_fn=_rank, n=keep_best),
     ])
-    options = ocp.CheckpointManagerOptions(preservation_policy=policy, cleanup_tmp_directories=True)
+    # best_fn makes orbax write each step's metrics beside it, so that after a resume the
+    # checkpoints saved before it are ranked too (without it they have no metrics, and BestN
+    # keeps every one of them: disk use grew with each interruption).
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, cleanup_tmp_directories=True,
+                                           best_fn=lambda m: m["value"], best_mode="max")
+    # orbax reads every step's metrics when it opens the directory; a damaged metrics file would
+    # stop it there, so such steps are set aside first (and trained again, see set_aside).
+    for step in _steps(self.directory):
+      try:
+        json.loads((self.directory / str(step) / "metrics" / "metrics").read_text())
+      except FileNotFoundError:
+        pass
+      except ValueError:
+        logging.warning("checkpoint %s has unreadable metrics: set aside", step)
+        _move_aside(self.directory, [step])
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "meta"))
 
@@ -68,25 +93,66 @@ class FoldCheckpoints:
     """
     path = self.directory / str(epoch)
     if epoch not in self._manager.all_steps():
-      raise CheckpointError(
+      raise UnreadableCheckpoint(
           f"no checkpoint for epoch {epoch} under {self.directory} (found {self.epochs()}); "
-          "the run's workdir is incomplete: train it again with --mode=train")
+          "--mode=train trains that epoch again from the newest earlier checkpoint, which "
+          "gives the same result", epoch)
     try:
       restored = self._manager.restore(
           epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                          meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types; all mean "unreadable here"
-      raise CheckpointError(
+      raise UnreadableCheckpoint(
           f"checkpoint {path} cannot be restored ({type(e).__name__}: {str(e)[:300]}). It is "
-          f"corrupt or was written by a different config; delete {path} to resume from an earlier "
-          f"checkpoint, or delete {self.directory.parent} to retrain this fold") from e
+          "corrupt or was written by other code; --mode=train sets it aside and trains again "
+          "from the newest readable earlier checkpoint, which gives the same result", epoch) from e
     return restored["state"], dict(restored["meta"])
+
+  def set_aside(self, epoch: int) -> epath.Path:
+    """Moves the checkpoints of `epoch` and later out of the way (to `unreadable_<epoch>`...,
+    which orbax ignores), so training replays them; nothing is deleted."""
+    self._manager.wait_until_finished()
+    steps = sorted(s for s in self._manager.all_steps() if s >= epoch)
+    _move_aside(self.directory, steps)
+    self._manager.reload()
+    return self.directory / f"unreadable_{steps[0]}" if steps else self.directory
+
+  def restore_newest(self, abstract_state: Any,
+                     log: Callable[[str], None]) -> tuple[int, Any, dict[str, Any]] | None:
+    """(epoch, state, meta) of the newest readable checkpoint, or None when there is none.
+
+    Unreadable newer ones are set aside with a log line: training from the epoch before them
+    replays the same epochs (it is deterministic) and so reaches the same result.
+    """
+    while (epoch := self.latest_epoch()) is not None:
+      try:
+        return (epoch, *self.restore(epoch, abstract_state))
+      except UnreadableCheckpoint as e:
+        log(f"  {e}")
+        log(f"  set aside as {self.set_aside(epoch)}; resuming from the checkpoint before it")
+    return None
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _steps(directory: epath.Path) -> list[int]:
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if (
+      directory.exists()) else []
+
+
+def _move_aside(directory: epath.Path, steps: list[int]) -> None:
+  """Renames step folders to unreadable_<step> (orbax ignores them); process 0 does it."""
+  if multihost.is_writer():
+    for step in steps:
+      target = directory / f"unreadable_{step}"
+      if target.exists():
+        target.rmtree()
+      (directory / str(step)).rename(target)
+  multihost.barrier(f"{directory}: steps {steps} set aside")
 
 
 def abstract_like(tree: Any) -> Any:

@@ -22,22 +22,28 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Where the examples come from (jimb.data.sources).
   c.data = ml_collections.ConfigDict(dict(
-      source="sklearn",      # sklearn | npz | image_folder | csv | tfds
+      source="sklearn",      # sklearn | npz | image_folder | csv | csv_images | tfds
       name="digits",         # sklearn: digits|breast_cancer|wine|iris; tfds: builder name
-      path="",               # npz file, image folder or csv file
-      split="train",         # tfds split
+      path="",               # npz file, image folder, csv file (csv_images: the csv listing the images)
+      split="train",         # tfds split; image_folder with train/ test/ sub-folders: the training one
       npz_split=-1,          # npz: keep rows whose `split` equals this (-1: all rows)
-      test_split="",         # split.mode=holdout: the fixed test set (tfds split name, npz split value)
+      test_split="",         # split.mode=holdout: the fixed test set (tfds split, npz split value, image_folder sub-folder)
+      val_split="",          # split.mode=holdout: a fixed validation set, likewise ("" = carved from the training split)
       data_dir="",           # tfds data_dir ("" = the tfds default)
       download=False,        # tfds: allowed to download and prepare when missing
-      image_key="image",     # tfds feature / npz array holding the inputs
+      image_key="image",     # tfds feature / npz array holding the inputs; csv_images: column with each image's path or id
+      image_dir="",          # csv_images: folder searched (recursively) for the listed images ("" = the csv's folder)
       label_key="label",     # tfds feature / npz array / csv column holding the labels
       group_key="",          # npz array / csv column / tfds feature with patient or lesion ids
+      group_pattern="",      # image_folder: regex whose first group, in a file name, is the file's group id
+      group_csv="",          # image_folder: csv mapping images (image_key column) to groups (group_key column)
       image_size=0,          # resize images to this square size, any source (0: keep)
       feature_columns="",    # csv: comma-separated feature columns ("" = all other columns)
       categorical="error",   # csv non-numeric feature columns: error | drop | onehot
       impute="",             # tables with NaN: "" (error) | mean | median | most_frequent
       normalize="dataset",   # images: dataset | imagenet | none; tables: dataset (standard) | minmax | none
+      duplicates="warn",     # exact and near-duplicate inputs within and across parts: warn | error | group | off
+      near_distance=4,       # near duplicates: largest Hamming distance of 64-bit image hashes (-1: exact only)
   ))
 
   # Making a balanced source imbalanced for study: exp / step thin the whole source
@@ -52,6 +58,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Stratified (grouped) k-fold with a validation part, or the source's own fixed test set
   # (holdout: CIFAR-LT style, the imbalance profile applied to the training split only).
+  # Validation: scikit-learn's stratified (grouped) split of each training part, unless it would
+  # leave out a class; then per class, max(1, round(val_fraction * n)) (at most n - 1) of its n
+  # training members (distinct groups when grouped), drawn with seed + fold. A class with a single
+  # training member (e.g. a class of 2 with folds=2) stays in training only, with a warning.
   c.split = ml_collections.ConfigDict(dict(
       mode="kfold",          # kfold | holdout (needs data.test_split)
       folds=5,
@@ -150,6 +160,7 @@ def base_config() -> ml_collections.ConfigDict:
       min_count=800,         # budget=min_count
       counts="",             # budget=counts: "class:total,..." target totals per class
       classes="",            # comma-separated classes that may receive samples ("" = all)
+      min_real_rows=10,      # warn for a class to receive samples with fewer real training rows (its generator mostly copies them)
       latent_dim=100,
       widths="",             # conv GANs: generator channels per stage, smallest stage first ("" = default)
       hidden="256,256",      # mlp GANs
@@ -210,6 +221,59 @@ def base_config() -> ml_collections.ConfigDict:
       keep_best=1,
   ))
   return c
+
+
+# Numeric keys and their ranges: (low, high), None for no bound, both inclusive; "(" makes the
+# low bound exclusive. Checked once a config is resolved, before any data is read.
+RANGES = {
+    "data.image_size": (0, None), "data.npz_split": (-1, None), "data.near_distance": (-1, 64),
+    "imbalance.ratio": (1, None), "imbalance.max_per_class": (0, None),
+    "split.folds": (2, None), "split.val_fraction": (0, 0.95),
+    "sampler.update_every_steps": (0, None), "sampler.floor": (0, None),
+    "augment.rotation": (0, 180), "augment.brightness": (0, 1), "augment.contrast": (0, 1),
+    "augment.saturation": (0, 1), "augment.hue": (0, 0.5),
+    "loss.beta": (0, 1), "loss.drw_epoch": (0, None),
+    "optim.learning_rate": ("(", 0, None), "optim.warmup_epochs": (0, None),
+    "optim.momentum": (0, 1), "optim.weight_decay": (0, None), "optim.grad_clip": (0, None),
+    "transfer.warmup_epochs": (0, None),
+    "train.batch_size": (1, None), "train.eval_batch_size": (1, None), "train.epochs": (1, None),
+    "train.patience": (0, None), "train.log_every_epochs": (1, None),
+    "synth.min_count": (0, None), "synth.latent_dim": (1, None), "synth.steps": (1, None),
+    "synth.batch_size": (1, None), "synth.learning_rate": (0, None), "synth.n_critic": (1, None),
+    "synth.gp_weight": (0, None), "synth.ngf": (1, None), "synth.ndf": (1, None),
+    "synth.n_blocks": (0, None), "synth.n_layers_D": (0, None), "synth.lambda_A": (0, None),
+    "synth.lambda_B": (0, None), "synth.lambda_identity": (0, None), "synth.pool_size": (0, None),
+    "synth.n_epochs": (0, None), "synth.n_epochs_decay": (0, None), "synth.filter_k": (1, None),
+    "synth.max_rounds": (1, None), "synth.judge_epochs": (0, None),
+    "synth.judge_batch_size": (1, None), "synth.score_k": (1, None),
+    "synth.checkpoint_every": (0, None), "synth.log_every": (1, None),
+    "synth.min_real_rows": (1, None),
+    "stage2.epochs": (1, None), "stage2.batch_size": (1, None),
+    "stage2.learning_rate": ("(", 0, None),
+    "sweep.alpha": ("(", 0, 1), "report.many_shot": (0, None), "report.few_shot": (0, None),
+    "checkpoint.keep_latest": (1, None), "checkpoint.keep_best": (1, None),
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Refuses a numeric key outside its range (RANGES), naming the key, the value and the range."""
+  flat = flatten(config.to_dict())
+  for key, spec in RANGES.items():
+    if key not in flat:
+      continue
+    exclusive = spec[0] == "("
+    low, high = spec[1:] if exclusive else spec
+    value = flat[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ValueError(f"--config.{key}={value!r} must be a number")
+    if (low is not None and (value <= low if exclusive else value < low)) or (
+        high is not None and value > high):
+      bound = (f"> {low}" if exclusive else f">= {low}") if low is not None else ""
+      bound = " and ".join(b for b in (bound, f"<= {high}" if high is not None else "") if b)
+      raise ValueError(f"--config.{key}={value} is out of range: it must be {bound}")
+  if flat["report.few_shot"] > flat["report.many_shot"]:
+    raise ValueError(f"--config.report.few_shot={flat['report.few_shot']} must not exceed "
+                     f"--config.report.many_shot={flat['report.many_shot']}")
 
 
 def parse_arg(arg: str | None, **defaults):

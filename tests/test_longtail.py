@@ -155,7 +155,7 @@ def test_unknown_stage2_method_fails_before_training(cifar_like, tmp_path):
   with pytest.raises(ValueError, match="stage2.method"):
     experiment.train_and_evaluate(_holdout_config(path, **{"stage2.method": "lws"}), tmp_path,
                                   log=QUIET)
-  assert not (tmp_path / "fold_0").exists()
+  assert not (tmp_path / "fold_0" / "checkpoints").exists()
 
 
 def _main(config_arg, workdir):

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from sklearn import datasets
 
+from jimb import files
 from jimb.config import base_config
 from jimb.data.sources import load_source, resize_images
 
@@ -126,7 +127,91 @@ def test_npz_missing_arrays(tmp_path):
     load_source(_cfg(source="npz", path=str(path)))
 
 
-@pytest.mark.parametrize("source", ["npz", "csv", "image_folder"])
+@pytest.mark.parametrize("labels, match", [
+    ([0.6, 1.6, 2.6], r"'labels' of .*3 non-integral or non-finite value\(s\), e\.g\. "
+                      r"\[0\.6, 1\.6, 2\.6\].*label_key"),
+    ([0.0, np.nan, 1.0],
+     r"1 non-integral or non-finite value\(s\), e\.g\. \[nan\] at row\(s\) \[1\]"),
+    ([0.0, 1.0, -np.inf], r"\[-inf\] at row\(s\) \[2\]"),
+    ([[1, 0], [0, 1], [1, 0]], r"shape \(3, 2\).*argmax"),
+    (["nv", "mel", "nv"], r"<U3 values, not class indices.*class_names"),
+])
+def test_npz_labels_that_are_not_class_indices_are_refused(tmp_path, labels, match):
+  path = tmp_path / "l.npz"
+  np.savez(path, images=_rng_images(3, 2, 2, 1), labels=np.array(labels))
+  with pytest.raises(ValueError, match=match):
+    load_source(_cfg(source="npz", path=str(path)))
+
+
+def test_npz_integral_float_labels_pass(tmp_path):
+  path = tmp_path / "f.npz"
+  np.savez(path, images=_rng_images(3, 2, 2, 1), labels=np.array([0.0, 2.0, 1.0]))
+  ds = load_source(_cfg(source="npz", path=str(path)))
+  assert ds.y.dtype == np.int64 and ds.class_names == ("0", "1", "2")
+  np.testing.assert_array_equal(ds.y, [0, 2, 1])
+
+
+def _npy(path):
+  with path.open("wb") as f:
+    np.save(f, np.zeros(3))
+
+
+def _damaged_npz(path):
+  """A valid npz with one byte of its image data flipped: its CRC no longer matches."""
+  np.savez(path, images=_rng_images(6, 10, 10, 3), labels=np.arange(6) % 2)
+  data = bytearray(path.read_bytes())
+  data[400] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("write, match", [
+    (lambda p: p.write_bytes(bytes(256)), "not a readable npz file.*neither an npz"),
+    (lambda p: p.write_bytes(b""), "not a readable npz file .it is empty"),
+    (lambda p: p.write_bytes(b"PK\x03\x04" + bytes(60)), "not a readable npz file .BadZipFile"),
+    (_npy, r"one bare array \(\.npy\)"),
+    (_damaged_npz, "array 'images' of .* cannot be read .BadZipFile.*damaged"),
+    (lambda p: np.savez(p, images=_rng_images(2, 2, 2, 1), labels=np.array([0, 1]),
+                        class_names=np.array(["a", None], dtype=object)),
+     "array 'class_names' of .* holds Python objects.*plain array"),
+])
+def test_unreadable_npz_names_the_file_never_allow_pickle(tmp_path, write, match):
+  path = tmp_path / "bad.npz"
+  write(path)
+  with pytest.raises(files.CorruptFile, match=match) as info:
+    load_source(_cfg(source="npz", path=str(path)))
+  message = str(info.value)
+  assert str(path) in message and "allow_pickle" not in message
+  # No chained numpy error in the traceback either.
+  assert info.value.__cause__ is None
+  assert info.value.__suppress_context__ or info.value.__context__ is None
+
+
+def test_empty_npz_and_csv_are_refused(tmp_path):
+  path = tmp_path / "empty.npz"
+  np.savez(path, images=np.zeros((0, 2, 2, 1), np.uint8), labels=np.zeros(0, np.int64))
+  with pytest.raises(ValueError, match="holds no examples .array 'labels' has no rows"):
+    load_source(_cfg(source="npz", path=str(path)))
+  with pytest.raises(ValueError, match=r"holds no examples \(only a header.*data.path"):
+    load_source(_csv_cfg(tmp_path, "age,dx\n"))
+  with pytest.raises(ValueError, match=r"holds no examples \(it is empty"):
+    load_source(_csv_cfg(tmp_path, ""))
+
+
+def test_csv_empty_group_id_is_refused(tmp_path):
+  with pytest.raises(ValueError, match="1 data row.* no group id in column 'patient'.*row 1"):
+    load_source(_csv_cfg(tmp_path, _CSV.replace("p2,", ","), group_key="patient",
+                         categorical="drop"))
+
+
+@pytest.mark.parametrize("key, value, owner", [
+    ("image_dir", "imgs", "csv_images"), ("group_pattern", "^(P\\d+)_", "image_folder"),
+    ("group_csv", "groups.csv", "image_folder")])
+def test_a_key_of_another_source_is_refused(tmp_path, key, value, owner):
+  with pytest.raises(ValueError, match=f"data.{key} is read by source '{owner}' only.*'csv'"):
+    load_source(_csv_cfg(tmp_path, **{key: value}))
+
+
+@pytest.mark.parametrize("source", ["npz", "csv", "image_folder", "csv_images"])
 def test_missing_path(tmp_path, source):
   with pytest.raises(FileNotFoundError, match="nope.*data.path"):
     load_source(_cfg(source=source, path=str(tmp_path / "nope")))
@@ -257,6 +342,31 @@ def test_tfds_through_mock_data(tmp_path):
   assert ds.y.shape == (4,) and ds.y.dtype == np.int64
   assert ds.class_names == tuple(names) and len(names) == 8
   assert ds.name == "colorectal_histology"
+
+
+class _FakeSource(list):
+  """What tfds.data_source returns: indexable examples with the builder's dataset_info."""
+
+  dataset_info = None
+
+
+def fake_tfds(examples_by_split):
+  """An `as_data_source_fn` for tfds.testing.mock_data serving these examples per split."""
+  def as_data_source(builder, split, **kwargs):
+    del kwargs
+    source = _FakeSource(examples_by_split[split])
+    source.dataset_info = builder.info
+    return source
+  return as_data_source
+
+
+def test_tfds_fractional_labels_are_refused(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  examples = [{"id": str(i), "image": np.zeros((32, 32, 3), np.uint8), "label": np.float32(v)}
+              for i, v in enumerate([0.0, 1.5, 2.0])]
+  with tfds.testing.mock_data(as_data_source_fn=fake_tfds({"train": examples})):
+    with pytest.raises(ValueError, match=r"feature 'label' of tfds dataset 'cifar10'.*\[1\.5\]"):
+      load_source(_cfg(source="tfds", name="cifar10", data_dir=str(tmp_path)))
 
 
 def test_tfds_not_prepared_fails_fast(tmp_path):

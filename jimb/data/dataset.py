@@ -53,6 +53,11 @@ class Dataset:
   def num_classes(self) -> int:
     return len(self.class_names)
 
+  @property
+  def num_groups(self) -> int:
+    """Distinct group ids, the units grouped splits distribute (0 without group ids)."""
+    return 0 if self.groups is None else len(np.unique(self.groups))
+
   def class_counts(self) -> np.ndarray:
     return np.bincount(self.y, minlength=self.num_classes)
 

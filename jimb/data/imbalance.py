@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jimb.data import scenarios
 from jimb.data.dataset import Dataset
 
 PROFILES = ("exp", "step")
@@ -27,7 +28,8 @@ def long_tail_counts(n_max: int, num_classes: int, ratio: float, profile: str) -
     counts = [n_max] * head + [int(n_max / ratio)] * (num_classes - head)
   else:
     raise ValueError(f"unknown imbalance profile {profile!r}; set --config.imbalance.profile to "
-                     f"one of {('none',) + PROFILES}")
+                     f"one of {('none',) + PROFILES} (the whole source) or "
+                     f"{scenarios.SCENARIOS} (each fold's training part)")
   return np.asarray(counts, np.int64)
 
 

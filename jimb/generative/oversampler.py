@@ -5,10 +5,15 @@ once, vmapped; one conditional GAN for `cgan`) on the rows it is given and appen
 inside `imblearn.pipeline.Pipeline` and cross-validation it only ever sees training folds. The
 runner's image synthesis stage (jimb.generative.synthesis) is the same idea with convolutional
 generators, caching and a judge classifier.
+
+It logs (module logger) per class the real rows a GAN learns from and the rows asked of it, and
+warns for a class with fewer real rows than `min_real_rows`: a GAN fitted to a handful of rows
+mostly reproduces them.
 """
 
 from __future__ import annotations
 
+import logging
 import numbers
 
 import jax
@@ -19,6 +24,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from jimb.generative import budget as budget_lib
 from jimb.generative import gan, quality_filter
+
+_LOG = logging.getLogger(__name__)
 
 
 class GANOverSampler(BaseOverSampler):
@@ -33,6 +40,7 @@ class GANOverSampler(BaseOverSampler):
     filter: none | classifier | knn | both: reject samples a classifier fitted on the real rows
       puts in another class, or outside their class's k-NN manifold (`filter_k`); rejected
       rows are not replaced, and `filter_report_` gives the rejection rate.
+    min_real_rows: warn (logging) for a class to be topped up with fewer real rows than this.
     random_state: int, RandomState or None.
   After fitting, `synthetic_mask_` marks the appended rows of the output.
   """
@@ -49,11 +57,12 @@ class GANOverSampler(BaseOverSampler):
       "learning_rate": [Interval(numbers.Real, 0, None, closed="left")],
       "filter": [StrOptions(set(quality_filter.METHODS))],
       "filter_k": [Interval(numbers.Integral, 1, None, closed="left")],
+      "min_real_rows": [Interval(numbers.Integral, 1, None, closed="left")],
   }
 
   def __init__(self, sampling_strategy="auto", method="lsgan", budget=None, min_count=800,
                steps=1000, batch_size=64, latent_dim=32, hidden=(128, 128), learning_rate=0.0,
-               filter="none", filter_k=5, random_state=None):
+               filter="none", filter_k=5, min_real_rows=10, random_state=None):
     super().__init__(sampling_strategy=sampling_strategy)
     self.method = method
     self.budget = budget
@@ -65,6 +74,7 @@ class GANOverSampler(BaseOverSampler):
     self.learning_rate = learning_rate
     self.filter = filter
     self.filter_k = filter_k
+    self.min_real_rows = min_real_rows
     self.random_state = random_state
 
   def _fit_resample(self, X, y):
@@ -79,6 +89,7 @@ class GANOverSampler(BaseOverSampler):
       return X, y
     labels, codes = np.unique(y, return_inverse=True)
     conditional = self.method == "cgan"
+    self._log_plan(y, classes, add, conditional)
     spec = gan.GANSpec(kind=self.method, sample_shape=(X.shape[1],), arch="mlp",
                        num_classes=len(labels) if conditional else 0,
                        latent_dim=self.latent_dim, hidden=tuple(self.hidden), steps=self.steps,
@@ -88,16 +99,32 @@ class GANOverSampler(BaseOverSampler):
     code = {c: int(np.flatnonzero(labels == c)[0]) for c in classes}
     if conditional:
       trained = gan.train(spec, [X], train_key, labels=[codes.astype(np.int32)],
-                          members=["all classes"], log=lambda _: None)
+                          members=["all classes"], log=_LOG.debug)
       draw = lambda c, k: gan.sample(trained, 0, add[c], k, label=code[c])
     else:
       trained = gan.train(spec, [X[y == c] for c in classes], train_key,
-                          members=[f"class {c}" for c in classes], log=lambda _: None)
+                          members=[f"class {c}" for c in classes], log=_LOG.debug)
       draw = lambda c, k: gan.sample(trained, classes.index(c), add[c], k)
     x_new = np.concatenate([draw(c, jax.random.fold_in(sample_key, i))
                             for i, c in enumerate(classes)]).astype(X.dtype)
     y_new = np.concatenate([np.full(add[c], c, dtype=np.asarray(y).dtype) for c in classes])
     keep, self.filter_report_ = quality_filter.keep_mask(X, y, x_new, y_new, self.filter,
                                                          k=self.filter_k, seed=seed)
+    if self.filter != "none":
+      _LOG.info("GANOverSampler %s filter kept %s", self.filter, ", ".join(
+          f"class {c}: {keep[y_new == c].sum()} of {add[c]}" for c in classes))
     self.synthetic_mask_ = np.concatenate([np.zeros(len(y), bool), np.ones(keep.sum(), bool)])
     return np.concatenate([X, x_new[keep]]), np.concatenate([y, y_new[keep]])
+
+  def _log_plan(self, y, classes, add, conditional: bool) -> None:
+    """Per class: the real rows its GAN learns from and the rows asked of it; warns below min."""
+    real = dict(zip(*np.unique(y, return_counts=True)))
+    model = "one conditional GAN on all rows" if conditional else "one GAN per class"
+    for c in classes:
+      _LOG.info("GANOverSampler %s (%s): class %s: %d real rows, %d synthetic rows requested",
+                self.method, model, c, real[c], add[c])
+      if real[c] < self.min_real_rows:
+        _LOG.warning("GANOverSampler: class %s has %d real rows, fewer than min_real_rows=%d; a "
+                     "GAN fitted to so few rows mostly reproduces them. Prefer RandomOverSampler "
+                     "or SMOTE for it, or lower min_real_rows to accept this", c, real[c],
+                     self.min_real_rows)

@@ -37,7 +37,7 @@ _GENERATOR_KEYS = {
 }
 _JUDGE_KEYS = ("judge_epochs", "judge_batch_size")
 # Keys that change how a run is shown or stored, never what it computes.
-_NOT_KEYS = ("cache_dir", "log_every", "checkpoint_every")
+_NOT_KEYS = ("cache_dir", "log_every", "checkpoint_every", "min_real_rows")
 
 Log = Callable[[str], None]
 
@@ -188,8 +188,15 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
   generator["stacked"] = stacked(config, x.shape[1:])
   key = jax.random.fold_in(jax.random.key(config.seed), fold_index)
   gen_key, sample_key = jax.random.split(key)
-  log(f"  synthesis: {s.method} for classes {[names[c] for c in classes]}, "
-      f"{sum(add.values())} rows ({s.budget} budget)")
+  real = np.bincount(y, minlength=len(names))
+  log(f"  synthesis: {s.method} ({s.budget} budget) for " + ", ".join(
+      f"{names[c]} ({real[c]} real rows, {add[c]} synthetic requested)" for c in classes))
+  few = [f"{names[c]!r} (#{c}: {real[c]})" for c in classes if real[c] < s.min_real_rows]
+  if few:
+    log(f"  synthesis warning: {', '.join(few)} {'has' if len(few) == 1 else 'have'} fewer "
+        f"real training rows than --config.synth.min_real_rows={s.min_real_rows}; their "
+        "generators mostly reproduce them (name only the other classes in "
+        "--config.synth.classes to leave them out)")
   make, histories = _train_generators(
       config, x, y, classes, source, names, gen_key, mesh,
       fold_dir / f"generator_{_digest(base, generator, classes)}", log)

@@ -190,18 +190,22 @@ def resample(name: str, params: dict, x: np.ndarray, y: np.ndarray, *, seed: int
   small = _too_small(sampler, name, y)
   topped_up = None
   if small:
-    described = ", ".join(f"class {c} ({n} rows)" for c, n in small.items())
+    described = ", ".join(f"class {c} ({n} row{'' if n == 1 else 's'})" for c, n in small.items())
     k = _k(sampler)
+    new_k = min(small.values()) - 1
     if small_classes == "error":
+      # Only fixes that work: a class of a single row has no neighbour to interpolate with.
+      fixes = [f"--config.{config_key}.k_neighbors={new_k}",
+               f"--config.{policy_key}=reduce_k (the same k, logged)"] if new_k >= 1 else []
       raise ValueError(
           f"{name} needs more than k_neighbors={k} rows in each class it synthesises, but "
-          f"{described}{where} has too few; set --config.{config_key}.k_neighbors lower, or "
-          f"--config.{policy_key} to reduce_k or ros")
+          f"{described}{where} {'has' if len(small) == 1 else 'have'} too few; set "
+          + ", or ".join([*fixes, f"--config.{policy_key}=ros (random over-sampling tops up "
+                                  "those classes)"]))
     if small_classes == "reduce_k":
-      new_k = min(small.values()) - 1
       if new_k < 1:
-        raise ValueError(f"{described}{where} has a single row: nothing to interpolate with; set "
-                         f"--config.{policy_key}=ros")
+        raise ValueError(f"{described}{where}: a single row has nothing to interpolate with, so "
+                         f"no k_neighbors works; set --config.{policy_key}=ros")
       logging.warning("%s%s: %s; k_neighbors %d -> %d", name, where, described, k, new_k)
       sampler.set_params(k_neighbors=new_k)
     else:

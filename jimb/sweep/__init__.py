@@ -73,7 +73,7 @@ def run_sweep(config, config_file: str, workdir: str, options: executors.Options
       return None
   summary = aggregate(log=log)
   if failed:
-    raise RuntimeError(f"{len(failed)} of {len(pending)} jobs failed: " + "; ".join(
+    raise executors.CellsFailed(f"{len(failed)} of {len(pending)} jobs failed: " + "; ".join(
         f"{name}: {error}" for name, error in failed.items()) + ". Their finished folds are kept: "
         "fix the cause and run the same command again")
   return summary

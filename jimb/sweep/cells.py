@@ -86,6 +86,10 @@ def expand(base: ml_collections.ConfigDict, items: Iterable[dict[str, Any]]) -> 
                        "distinct overrides or _name labels")
     seen[name] = i
     config = config_lib.override(base, overrides, where=f"sweep cell {name!r}")
+    try:
+      config_lib.validate(config)
+    except ValueError as e:
+      raise ValueError(f"sweep cell {name!r}: {e}") from None
     cells.append(Cell(i, name, overrides, str(item.get("_method", name)), str(item.get("_task", "")),
                       config))
   return cells

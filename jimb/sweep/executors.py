@@ -45,7 +45,11 @@ class Options:
 
 
 class EngineMissing(ImportError):
-  pass
+  """An optional engine that is not installed; the message names the extra."""
+
+
+class CellsFailed(RuntimeError):
+  """Some jobs of a sweep failed; the others finished. The message lists them."""
 
 
 def engine(name: str):

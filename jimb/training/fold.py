@@ -233,57 +233,74 @@ def _train_epoch(config, setup: FoldSetup, train_step, predict_fn, state, meta: 
 
 def train_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
                log: Log) -> tuple[dict, np.ndarray]:
-  """Trains (or resumes) one fold: its record (test metrics included) and test probabilities."""
+  """Trains (or resumes) one fold: its record (test metrics included) and test probabilities.
+
+  A checkpoint that cannot be read (the latest when resuming, the best when finishing) is set
+  aside and its epochs are trained again from the checkpoint before it: training is
+  deterministic, so the fold ends exactly as it would have.
+  """
   tc = config.train
-  k = setup.num_classes
   channels = setup.x["train"].shape[-1]
   augment = augment_lib.make_augment(config.augment, channels) if setup.x["train"].ndim == 4 else None
   train_step = step_lib.make_train_step(setup.graphdef, setup.tx, setup.loss.fn, augment,
                                         setup.mesh, setup.loss.complement)
   predict_fn = step_lib.make_predict(setup.graphdef, setup.mesh)
   abstract = checkpointing.abstract_like(setup.init_state)
-  has_val = len(setup.y["val"]) > 0
-
-  state, meta = setup.init_state, _new_meta(config, setup)
-  latest = ckpt.latest_epoch()
-  if latest is not None:
-    state, meta = ckpt.restore(latest, abstract)
-    log(f"  resumed from epoch {latest} ({ckpt.directory})")
-
   train_time = 0.0
-  while meta["epoch"] < tc.epochs and not meta["stopped_early"]:
-    t0 = time.perf_counter()
-    epoch = meta["epoch"]
-    state, loss = _train_epoch(config, setup, train_step, predict_fn, state, meta, log)
-    if not math.isfinite(loss):
-      raise FloatingPointError(
-          f"fold {setup.fold.index} epoch {epoch + 1}: training loss is {loss}. Lower "
-          "--config.optim.learning_rate or set --config.optim.grad_clip=1.0; checkpoints up to "
-          f"epoch {epoch} are kept in {ckpt.directory}")
-    record = {"epoch": epoch + 1, "loss": loss}
-    if has_val:
-      val = metrics.classification_metrics(
-          setup.y["val"], predict(setup, predict_fn, state, "val", tc.eval_batch_size), k)
-      value = val[tc.select_metric]
-      record["val"] = {m: val[m] for m in metrics.METRIC_NAMES}
-    else:
-      value = float(epoch + 1)  # no validation part: the last epoch is the one kept
-    improved = meta["best_value"] is None or value > meta["best_value"]
-    if improved:
-      meta["best_value"], meta["best_epoch"] = value, epoch + 1
-    meta["history"].append(record)
-    meta["epoch"] = epoch + 1
-    meta["stopped_early"] = bool(tc.patience and has_val
-                                 and meta["epoch"] - meta["best_epoch"] >= tc.patience)
-    ckpt.save(meta["epoch"], state, meta, value)
-    train_time += time.perf_counter() - t0
-    if meta["epoch"] % tc.log_every_epochs == 0 or meta["stopped_early"] or meta["epoch"] == tc.epochs:
-      val_text = f"  val {tc.select_metric} {value:.4f}" if has_val else ""
-      log(f"  fold {setup.fold.index} epoch {meta['epoch']:>3}/{tc.epochs}  loss {loss:.4f}"
-          f"{val_text}  best {meta['best_value']:.4f}@{meta['best_epoch']}"
-          f"  {time.perf_counter() - t0:.1f}s" + ("  (early stop)" if meta["stopped_early"] else ""))
-  ckpt.wait()
-  return finish_fold(config, setup, ckpt, meta, train_time)
+  while True:
+    state, meta = setup.init_state, _new_meta(config, setup)
+    newest = ckpt.restore_newest(abstract, log)
+    if newest is not None:
+      latest, state, meta = newest
+      log(f"  resumed from epoch {latest} ({ckpt.directory})")
+    while meta["epoch"] < tc.epochs and not meta["stopped_early"]:
+      t0 = time.perf_counter()
+      state = _fit_epoch(config, setup, ckpt, train_step, predict_fn, state, meta, log)
+      train_time += time.perf_counter() - t0
+    ckpt.wait()
+    try:
+      return finish_fold(config, setup, ckpt, meta, train_time)
+    except checkpointing.UnreadableCheckpoint as e:
+      log(f"  {e}")
+      log(f"  set aside as {ckpt.set_aside(e.epoch)}; training again from the checkpoint "
+          "before it")
+
+
+def _fit_epoch(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints, train_step,
+               predict_fn, state, meta: dict, log: Log):
+  """One epoch: train, validate, update `meta` (history, best epoch, early stop), checkpoint."""
+  tc = config.train
+  has_val = len(setup.y["val"]) > 0
+  t0 = time.perf_counter()
+  epoch = meta["epoch"]
+  state, loss = _train_epoch(config, setup, train_step, predict_fn, state, meta, log)
+  if not math.isfinite(loss):
+    raise FloatingPointError(
+        f"fold {setup.fold.index} epoch {epoch + 1}: training loss is {loss}. Lower "
+        "--config.optim.learning_rate or set --config.optim.grad_clip=1.0; checkpoints up to "
+        f"epoch {epoch} are kept in {ckpt.directory}")
+  record = {"epoch": epoch + 1, "loss": loss}
+  if has_val:
+    val = metrics.classification_metrics(
+        setup.y["val"], predict(setup, predict_fn, state, "val", tc.eval_batch_size),
+        setup.num_classes)
+    value = val[tc.select_metric]
+    record["val"] = {m: val[m] for m in metrics.METRIC_NAMES}
+  else:
+    value = float(epoch + 1)  # no validation part: the last epoch is the one kept
+  if meta["best_value"] is None or value > meta["best_value"]:
+    meta["best_value"], meta["best_epoch"] = value, epoch + 1
+  meta["history"].append(record)
+  meta["epoch"] = epoch + 1
+  meta["stopped_early"] = bool(tc.patience and has_val
+                               and meta["epoch"] - meta["best_epoch"] >= tc.patience)
+  ckpt.save(meta["epoch"], state, meta, value)
+  if meta["epoch"] % tc.log_every_epochs == 0 or meta["stopped_early"] or meta["epoch"] == tc.epochs:
+    val_text = f"  val {tc.select_metric} {value:.4f}" if has_val else ""
+    log(f"  fold {setup.fold.index} epoch {meta['epoch']:>3}/{tc.epochs}  loss {loss:.4f}"
+        f"{val_text}  best {meta['best_value']:.4f}@{meta['best_epoch']}"
+        f"  {time.perf_counter() - t0:.1f}s" + ("  (early stop)" if meta["stopped_early"] else ""))
+  return state
 
 
 def _test_metrics(config, setup: FoldSetup, probs: np.ndarray) -> dict[str, Any]:
@@ -340,7 +357,8 @@ def latest_meta(ckpt: checkpointing.FoldCheckpoints, setup: FoldSetup) -> dict[s
   latest = ckpt.latest_epoch()
   if latest is None:
     raise checkpointing.CheckpointError(
-        f"no checkpoint under {ckpt.directory}: fold {setup.fold.index} was never trained; "
-        "run --mode=train first")
+        f"no readable checkpoint under {ckpt.directory}: fold {setup.fold.index} was never "
+        "trained, or its checkpoints were unreadable and set aside; --mode=train trains it "
+        "(training is deterministic: the same result)")
   _, meta = ckpt.restore(latest, checkpointing.abstract_like(setup.init_state))
   return meta
