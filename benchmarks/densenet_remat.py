@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from jimb.models import build_model  # noqa: E402
-from jimb.training import mesh as mesh_lib  # noqa: E402
-from jimb.training import step as step_lib  # noqa: E402
+from jimb import mesh as mesh_lib  # noqa: E402
+from jimb.fitting import step as step_lib  # noqa: E402
 
 MIB = 2.0 ** 20
 NUM_CLASSES = 1000

@@ -2,7 +2,7 @@
 
 orbax with `max_to_keep` + `best_fn` deletes the newest checkpoint when it is not among the best,
 so a run could not resume from its latest epoch; a preservation policy that keeps the latest N
-*and* the best N fixes that (DESIGN.md). Each checkpoint holds the train state (arrays) and a
+*and* the best N fixes that. Each checkpoint holds the train state (arrays) and a
 JSON `meta` record (epoch, sampler position and class weights, validation history), so a killed
 run continues exactly where its last checkpoint left off.
 """
@@ -131,6 +131,14 @@ class FoldCheckpoints:
         log(f"  {e}")
         log(f"  set aside as {self.set_aside(epoch)}; resuming from the checkpoint before it")
     return None
+
+  def discard(self) -> None:
+    """Deletes every checkpoint here, and the folder (process 0; the others wait)."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+    if multihost.is_writer() and self.directory.exists():
+      self.directory.rmtree()
+    multihost.barrier(f"{self.directory} discarded")
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

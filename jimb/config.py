@@ -13,6 +13,8 @@ from typing import Any
 
 import ml_collections
 
+from jimb import metrics
+
 _OPTION_BLOCKS = ("loss", "model", "resample.image", "resample.feature")
 
 
@@ -72,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Which training examples each batch holds (jimb.data.sampler).
   # active: TLC's F1-driven quotas, n_k = (1 - F1_k) / sum_j (1 - F1_j) * batch, from the F1 on a
-  # contrast part carved from the training part (jimb.training.active).
+  # contrast part carved from the training part (jimb.data.active).
   c.sampler = ml_collections.ConfigDict(dict(
       name="instance",       # instance | class_balanced | power | active
       q=0.5,                 # power: class c drawn with probability proportional to n_c ** q
@@ -118,7 +120,7 @@ def base_config() -> ml_collections.ConfigDict:
       grad_clip=0.0,         # global-norm clip (0: off)
   ))
 
-  # Transfer learning (jimb.training.transfer); regexes over parameter paths such as
+  # Transfer learning (jimb.fitting.transfer); regexes over parameter paths such as
   # "blocks/0/conv1/kernel" or "head/out/kernel" (each model's docstring names its parts).
   c.transfer = ml_collections.ConfigDict(dict(
       freeze="",             # parameters never updated, e.g. "^(stem|blocks/0|blocks/1)/"
@@ -135,6 +137,7 @@ def base_config() -> ml_collections.ConfigDict:
       patience=0,            # early stopping after this many epochs without improvement (0: off)
       select_metric="macro_f1",  # validation metric that picks the best epoch
       log_every_epochs=1,
+      checkpoint_every_steps=0,  # also checkpoint inside an epoch every this many steps (0: epochs only)
   ))
 
   # Resampling (jimb.resampling): `image` resamples the training part's inputs before training
@@ -238,6 +241,7 @@ RANGES = {
     "transfer.warmup_epochs": (0, None),
     "train.batch_size": (1, None), "train.eval_batch_size": (1, None), "train.epochs": (1, None),
     "train.patience": (0, None), "train.log_every_epochs": (1, None),
+    "train.checkpoint_every_steps": (0, None),
     "synth.min_count": (0, None), "synth.latent_dim": (1, None), "synth.steps": (1, None),
     "synth.batch_size": (1, None), "synth.learning_rate": (0, None), "synth.n_critic": (1, None),
     "synth.gp_weight": (0, None), "synth.ngf": (1, None), "synth.ndf": (1, None),
@@ -256,7 +260,11 @@ RANGES = {
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Refuses a numeric key outside its range (RANGES), naming the key, the value and the range."""
+  """Refuses a numeric key outside its range (RANGES), naming the key, the value and the range,
+  and an unknown validation metric."""
+  if config.train.select_metric not in metrics.METRIC_NAMES:
+    raise ValueError(f"unknown --config.train.select_metric={config.train.select_metric!r}; "
+                     f"choose one of {metrics.METRIC_NAMES}")
   flat = flatten(config.to_dict())
   for key, spec in RANGES.items():
     if key not in flat:

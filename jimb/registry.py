@@ -9,9 +9,9 @@ from typing import Any, Callable
 class Registry:
   """A named table of factories; `build` validates config keys against the factory signature."""
 
-  def __init__(self, kind: str):
+  def __init__(self, kind: str, factories: dict[str, Callable[..., Any]] | None = None):
     self.kind = kind
-    self._table: dict[str, Callable[..., Any]] = {}
+    self._table: dict[str, Callable[..., Any]] = dict(factories or {})
 
   def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorator(factory):
@@ -24,10 +24,12 @@ class Registry:
   def names(self) -> list[str]:
     return sorted(self._table)
 
-  def get(self, name: str) -> Callable[..., Any]:
+  def get(self, name: str, config_key: str = "") -> Callable[..., Any]:
+    """The factory `name`; an unknown name is an error listing the known ones (and naming the
+    config key that chose it)."""
     if name not in self._table:
-      raise ValueError(
-          f"unknown {self.kind} {name!r}; choose one of {self.names()}")
+      where = f"; set --config.{config_key} to one of" if config_key else "; choose one of"
+      raise ValueError(f"unknown {self.kind} {name!r}{where} {self.names()}")
     return self._table[name]
 
   def build(self, name: str, options: dict[str, Any], **fixed: Any) -> Any:

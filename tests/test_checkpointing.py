@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jimb import checkpointing
-from jimb.training import mesh as mesh_lib
-from jimb.training.step import TrainState
+from jimb import mesh as mesh_lib
+from jimb.fitting.step import TrainState
 
 
 def _state(step):

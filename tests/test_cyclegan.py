@@ -11,7 +11,7 @@ import pytest
 
 from jimb import checkpointing
 from jimb.generative import cycle_nets, cyclegan as cg
-from jimb.training import mesh as mesh_lib
+from jimb import mesh as mesh_lib
 
 # One tiny spec for every test that steps, so they share one compiled program.
 SPEC = cg.CycleSpec((8, 8, 1), ngf=4, ndf=4, n_blocks=1, n_layers_D=1, pool_size=4, lr=2e-3,

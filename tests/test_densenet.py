@@ -19,8 +19,8 @@ import optax
 import pytest
 
 from jimb.models import build_model, densenet, keras_import
-from jimb.training import mesh as mesh_lib
-from jimb.training import step as step_lib
+from jimb import mesh as mesh_lib
+from jimb.fitting import step as step_lib
 
 # `keras.applications.DenseNet{121,169,201}(weights=None).count_params()` (Keras 3.15.1).
 KERAS_PARAMS = {121: 8_062_504, 169: 14_307_880, 201: 20_242_984}

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from jimb import checkpointing, experiment
-from jimb.data import preprocess, sources
+from jimb.data import folds as folds_lib
+from jimb.data import pipeline, preprocess, sources
 from jimb.data.dataset import Dataset
-from jimb.training import fold as fold_lib
 from tests.helpers import assert_same_metrics, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_no_evaluation_index_reaches_training(monkeypatch, tmp_path):
   ds = _id_dataset()
   monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
   seen = []  # per fold: the ids the preprocessor was fitted on, and those of every batch
-  real_batches, real_fit = fold_lib.pipeline.train_batches, preprocess.fit_preprocessor
+  real_batches, real_fit = pipeline.train_batches, preprocess.fit_preprocessor
 
   def spy_fit(train_x, *a, **kw):
     seen.append({"fit": train_x[:, 0].astype(int), "batches": []})
@@ -143,12 +143,12 @@ def test_no_evaluation_index_reaches_training(monkeypatch, tmp_path):
       seen[-1]["batches"].append(batch["x"][:, 0].astype(int))
       yield batch
 
-  monkeypatch.setattr(fold_lib.pipeline, "train_batches", spy_batches)
-  monkeypatch.setattr(fold_lib.preprocess, "fit_preprocessor", spy_fit)
+  monkeypatch.setattr(pipeline, "train_batches", spy_batches)
+  monkeypatch.setattr(preprocess, "fit_preprocessor", spy_fit)
   c = tiny_config(**{"model.name": "mlp", "model.mlp": {"hidden": (8,), "dropout": 0.0},
                      "data.normalize": "dataset", "train.epochs": 2, "train.batch_size": 16,
                      "split.folds": 3, "augment.enabled": False})
-  used_ds, folds, _ = experiment.load_data(c, QUIET)  # long-tailed subset of `ds`
+  used_ds, folds, _ = folds_lib.load_data(c, QUIET)  # long-tailed subset of `ds`
   ids = used_ds.x[:, 0].astype(int)
   experiment.train_and_evaluate(c, tmp_path, log=QUIET)
   assert len(seen) == len(folds)

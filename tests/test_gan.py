@@ -12,7 +12,7 @@ import scipy.stats
 
 from jimb import checkpointing
 from jimb.generative import gan
-from jimb.training import mesh as mesh_lib
+from jimb import mesh as mesh_lib
 
 IMAGE = (8, 8, 1)
 TINY = dict(latent_dim=8, widths=(8, 4), hidden=(16,), batch_size=8, n_critic=2)

@@ -14,9 +14,9 @@ import pytest
 
 from jimb.models import Classifier, build_model, layers
 from jimb.training import head
-from jimb.training import mesh as mesh_lib
-from jimb.training import step as step_lib
-from jimb.training.transfer import path_name
+from jimb import mesh as mesh_lib
+from jimb.fitting import step as step_lib
+from jimb.fitting.transfer import path_name
 
 COUNTS = (200, 20, 5)  # long-tailed training part: class 2 is the minority
 

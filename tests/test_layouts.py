@@ -12,6 +12,7 @@ from PIL import Image
 import pytest
 
 from helpers import tiny_config
+from jimb.data import folds as folds_lib
 from jimb import experiment
 from jimb.config import base_config
 from jimb.data.sources import load_source, load_test_source
@@ -241,12 +242,12 @@ def test_one_class_is_refused_by_name(tmp_path):
   cfg = tiny_config(**{"data.source": "csv", "data.path": str(path), "data.label_key": "dx",
                        "imbalance.profile": "none"})
   with pytest.raises(ValueError, match=r"one class only, 'nv' \(6 examples\).*data\.label_key"):
-    experiment.load_data(cfg, QUIET)
+    folds_lib.load_data(cfg, QUIET)
   npz = tmp_path / "zeros.npz"
   np.savez(npz, images=np.zeros((6, 8, 8, 1), np.uint8), labels=np.zeros(6, np.int64),
            class_names=np.array(["benign", "malignant"]))
   with pytest.raises(ValueError, match="one class only, 'benign'"):
-    experiment.load_data(tiny_config(**{"data.source": "npz", "data.path": str(npz),
+    folds_lib.load_data(tiny_config(**{"data.source": "npz", "data.path": str(npz),
                                         "imbalance.profile": "none"}), QUIET)
 
 
@@ -266,14 +267,14 @@ def test_npz_holdout_with_a_fixed_validation_split(tmp_path):
       "data.source": "npz", "data.path": str(tmp_path / "s.npz"), "data.npz_split": 0,
       "data.test_split": "1", "data.val_split": "2", "split.mode": "holdout",
       "imbalance.profile": "none", **kw})
-  ds, (fold,), _ = experiment.load_data(cfg(), QUIET)
+  ds, (fold,), _ = folds_lib.load_data(cfg(), QUIET)
   for part, value in (("train", 0), ("test", 1), ("val", 2)):
     np.testing.assert_array_equal(ds.x[getattr(fold, part), 0, 0, 0],
                                   np.flatnonzero(split == value))
   with pytest.raises(ValueError, match="is the validation part of --config.split.mode=holdout"):
-    experiment.load_data(cfg(**{"split.mode": "kfold"}), QUIET)
+    folds_lib.load_data(cfg(**{"split.mode": "kfold"}), QUIET)
   with pytest.raises(ValueError, match="npz_split=-1 trains on every row .* val rows included"):
-    experiment.load_data(cfg(**{"data.npz_split": -1}), QUIET)
+    folds_lib.load_data(cfg(**{"data.npz_split": -1}), QUIET)
 
 
 def test_tfds_holdout_with_a_fixed_validation_split(tmp_path):
@@ -286,7 +287,7 @@ def test_tfds_holdout_with_a_fixed_validation_split(tmp_path):
                        "data.val_split": "validation", "split.mode": "holdout",
                        "imbalance.profile": "none"})
   with tfds.testing.mock_data(as_data_source_fn=fake_tfds(examples)):
-    ds, (fold,), _ = experiment.load_data(cfg, QUIET)
+    ds, (fold,), _ = folds_lib.load_data(cfg, QUIET)
   np.testing.assert_array_equal(ds.x[fold.train, 0, 0, 0], np.arange(10))
   np.testing.assert_array_equal(ds.x[fold.val, 0, 0, 0], 10 + np.arange(10))
   np.testing.assert_array_equal(ds.x[fold.test, 0, 0, 0], 20 + np.arange(10))
@@ -309,7 +310,7 @@ def test_ham10000_layout_trains_with_lesion_grouped_folds(tmp_path):
   assert (saved["grouped"], saved["group_by"], saved["num_groups"]) == (True, "lesion_id", 24)
   assert results["data"]["num_examples"] == len(rows) == 48
   lesions = np.array([lesion for lesion, _, _ in rows])
-  _, folds, _ = experiment.load_data(cfg, QUIET)
+  _, folds, _ = folds_lib.load_data(cfg, QUIET)
   for fold in folds:
     sides = [set(lesions[part]) for part in (fold.train, fold.val, fold.test)]
     assert len(sides[1]) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
@@ -326,7 +327,7 @@ def test_train_val_test_folders_run_as_holdout(tmp_path):
       "data.source": "image_folder", "data.path": str(root), "data.test_split": "test",
       "data.val_split": "val", "split.mode": "holdout", "imbalance.profile": "none",
       "train.epochs": 1, "train.batch_size": 8})
-  ds, (fold,), _ = experiment.load_data(cfg, QUIET)
+  ds, (fold,), _ = folds_lib.load_data(cfg, QUIET)
   for part in ("train", "val", "test"):
     np.testing.assert_array_equal(ds.x[getattr(fold, part)], out[part])
   np.testing.assert_array_equal(ds.y[fold.test], [0, 0, 0, 1, 1, 1])

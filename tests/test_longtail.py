@@ -13,6 +13,7 @@ import pytest
 
 from helpers import tiny_config
 from jimb import experiment, metrics
+from jimb.data import folds as folds_lib
 from jimb.data.imbalance import long_tail_counts
 
 QUIET = lambda s: None
@@ -49,7 +50,7 @@ def _holdout_config(path, **overrides):
 
 def test_holdout_thins_the_training_split_and_keeps_the_test_split_whole(cifar_like):
   path, labels, splits = cifar_like
-  ds, folds, info = experiment.load_data(_holdout_config(path), log=QUIET)
+  ds, folds, info = folds_lib.load_data(_holdout_config(path), log=QUIET)
   (fold,) = folds
   expected = long_tail_counts(60, 4, 6.0, "exp")              # 60, 33, 18, 10
   assert info["class_counts"] == expected.tolist() and info["split"] == "holdout"
@@ -61,9 +62,9 @@ def test_holdout_thins_the_training_split_and_keeps_the_test_split_whole(cifar_l
   # The test rows are the npz's split-1 rows, in file order.
   np.testing.assert_array_equal(ds.y[fold.test], labels[splits == 1])
   # Deterministic, and a higher ratio keeps a subset of a lower one (same seed).
-  again, _, _ = experiment.load_data(_holdout_config(path), log=QUIET)
+  again, _, _ = folds_lib.load_data(_holdout_config(path), log=QUIET)
   np.testing.assert_array_equal(again.x, ds.x)
-  steeper, (f2,), _ = experiment.load_data(_holdout_config(path, **{"imbalance.ratio": 12.0}),
+  steeper, (f2,), _ = folds_lib.load_data(_holdout_config(path, **{"imbalance.ratio": 12.0}),
                                            log=QUIET)
   kept = {ds.x[i].tobytes() for i in train_pool}
   assert {steeper.x[i].tobytes() for i in np.concatenate([f2.train, f2.val])} <= kept
@@ -72,11 +73,11 @@ def test_holdout_thins_the_training_split_and_keeps_the_test_split_whole(cifar_l
 def test_holdout_needs_a_test_split(cifar_like):
   path, _, _ = cifar_like
   with pytest.raises(ValueError, match="data.test_split"):
-    experiment.load_data(_holdout_config(path, **{"data.test_split": ""}), log=QUIET)
+    folds_lib.load_data(_holdout_config(path, **{"data.test_split": ""}), log=QUIET)
   with pytest.raises(ValueError, match="no rows.*npz_split"):
-    experiment.load_data(_holdout_config(path, **{"data.test_split": "7"}), log=QUIET)
+    folds_lib.load_data(_holdout_config(path, **{"data.test_split": "7"}), log=QUIET)
   with pytest.raises(ValueError, match="has no fixed test split"):
-    experiment.load_data(tiny_config(**{"split.mode": "holdout", "data.test_split": "test"}),
+    folds_lib.load_data(tiny_config(**{"split.mode": "holdout", "data.test_split": "test"}),
                          log=QUIET)
 
 
@@ -86,7 +87,7 @@ def test_holdout_from_tfds(tmp_path):
                        "data.test_split": "test", "split.mode": "holdout",
                        "split.val_fraction": 0.0, "imbalance.profile": "none"})
   with tfds.testing.mock_data(num_examples=30):
-    ds, (fold,), info = experiment.load_data(cfg, log=QUIET)
+    ds, (fold,), info = folds_lib.load_data(cfg, log=QUIET)
   assert ds.x.shape[1:] == (32, 32, 3) and len(fold.train) == 30 and len(fold.test) == 30
 
 

@@ -7,12 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from jimb import experiment
+from jimb.data import folds as folds_lib
 from jimb.data import sources
 from jimb.data.dataset import Dataset
 from jimb.models import keras_import
-from jimb.training import fold as fold_lib
-from jimb.training import mesh as mesh_lib
+from jimb.fitting import step as step_lib
+from jimb.training import setup as setup_lib
+from jimb import mesh as mesh_lib
 from tests.helpers import tiny_config
 
 
@@ -41,8 +42,8 @@ def test_fold_starts_from_converted_weights(weights_file, monkeypatch):
   monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
   c = tiny_config(**{"model.name": "mobilenet_v1", "model.pretrained": str(path),
                      "model.mobilenet_v1": {"alpha": 0.25}, "imbalance.profile": "none"})
-  data, folds, _ = experiment.load_data(c, lambda s: None)
-  setup = fold_lib.setup_fold(c, data, folds[0], mesh_lib.make_mesh())
+  data, folds, _ = folds_lib.load_data(c, lambda s: None)
+  setup = setup_lib.setup_fold(c, data, folds[0], mesh_lib.make_mesh())
   # Keras's "tf" preprocessing replaces the fold's own statistics.
   np.testing.assert_allclose(jax.device_get(setup.mean), 0.5)
   np.testing.assert_allclose(jax.device_get(setup.std), 0.5)
@@ -52,7 +53,7 @@ def test_fold_starts_from_converted_weights(weights_file, monkeypatch):
   # The converted network computes Keras's features on Keras-preprocessed input.
   x = rng.random((8, 32, 32, 3), dtype=np.float32)
   mesh = setup.mesh
-  feats = fold_lib.step_lib.make_features(setup.graphdef, mesh)(
+  feats = step_lib.make_features(setup.graphdef, mesh)(
       setup.init_state.params, setup.init_state.rest,
       mesh_lib.full_batch_to_global({"x": x}, mesh)["x"], setup.mean, setup.std)
   np.testing.assert_allclose(np.asarray(feats), keras_model.predict(x * 2 - 1, verbose=0),
@@ -65,15 +66,15 @@ def test_missing_weights_file_and_grayscale_are_clear(monkeypatch, tmp_path):
   monkeypatch.setattr(sources, "load_source", lambda cfg: rgb)
   c = tiny_config(**{"model.name": "mobilenet_v1", "model.pretrained": str(tmp_path / "no.h5"),
                      "model.mobilenet_v1": {"alpha": 0.25}, "imbalance.profile": "none"})
-  data, folds, _ = experiment.load_data(c, lambda s: None)
+  data, folds, _ = folds_lib.load_data(c, lambda s: None)
   with pytest.raises(ValueError, match="could not load this weights file"):
-    fold_lib.setup_fold(c, data, folds[0], mesh_lib.make_mesh())
+    setup_lib.setup_fold(c, data, folds[0], mesh_lib.make_mesh())
 
   ds = Dataset(x=np.zeros((80, 32, 32, 1), np.uint8), y=np.repeat(np.arange(2), 40),
                class_names=("a", "b"), name="grey")
   monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
   c = tiny_config(**{"model.name": "mobilenet_v1", "model.pretrained": "imagenet",
                      "imbalance.profile": "none"})
-  data, folds, _ = experiment.load_data(c, lambda s: None)
+  data, folds, _ = folds_lib.load_data(c, lambda s: None)
   with pytest.raises(ValueError, match="RGB"):
-    fold_lib.setup_fold(c, data, folds[0], mesh_lib.make_mesh())
+    setup_lib.setup_fold(c, data, folds[0], mesh_lib.make_mesh())

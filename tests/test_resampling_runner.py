@@ -8,10 +8,10 @@ import pytest
 
 from helpers import tiny_config
 from jimb import experiment
-from jimb.data import sources
+from jimb.data import folds as folds_lib
+from jimb.data import pipeline, sources
 from jimb.data.dataset import Dataset
 from jimb.resampling import samplers
-from jimb.training import fold as fold_lib
 
 QUIET = lambda s: None
 
@@ -42,7 +42,7 @@ def test_resampling_sees_only_the_training_part(monkeypatch, tmp_path, image, fe
   ds = _id_dataset()
   monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
   seen = {"batches": [], "resampled": []}
-  real_batches, real_resample = fold_lib.pipeline.train_batches, samplers.resample
+  real_batches, real_resample = pipeline.train_batches, samplers.resample
 
   def spy_batches(x, y, index_map, start_step=0, **kw):
     seen["batches"].append((x[index_map][..., 0], y[index_map], index_map))
@@ -52,7 +52,7 @@ def test_resampling_sees_only_the_training_part(monkeypatch, tmp_path, image, fe
     seen["resampled"].append((name, x.copy(), y.copy()))
     return real_resample(name, options, x, y, **kw)
 
-  monkeypatch.setattr(fold_lib.pipeline, "train_batches", spy_batches)
+  monkeypatch.setattr(pipeline, "train_batches", spy_batches)
   monkeypatch.setattr(samplers, "resample", spy_resample)
   overrides = {"split.only_folds": "0"}
   if image:
@@ -61,7 +61,7 @@ def test_resampling_sees_only_the_training_part(monkeypatch, tmp_path, image, fe
     overrides.update({"resample.feature": feature, "stage2.method": "feature_resample",
                       "stage2.epochs": 2, "stage2.batch_size": 8})
   c = _config(**overrides)
-  _, (fold, *_), _ = experiment.load_data(c, QUIET)
+  _, (fold, *_), _ = folds_lib.load_data(c, QUIET)
   results = experiment.train_and_evaluate(c, tmp_path, log=QUIET)
   record = results["folds"][0]
   train, held_out = set(fold.train), set(fold.val) | set(fold.test)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from jimb import experiment
+from jimb.data import folds as folds_lib
 from jimb.data import scenarios
 
 
@@ -58,7 +58,7 @@ def test_bad_scenario_and_ratio():
 def test_runner_thins_training_parts_and_keeps_test_parts():
   c = tiny_config(**{"imbalance.profile": "half_minority", "imbalance.ratio": 5.0,
                      "split.folds": 3})
-  ds, folds, _ = experiment.load_data(c, log=lambda s: None)
+  ds, folds, _ = folds_lib.load_data(c, log=lambda s: None)
   assert len(ds.y) == 1797                                    # digits, untouched
   tested = np.concatenate([f.test for f in folds])
   np.testing.assert_array_equal(np.sort(tested), np.arange(1797))

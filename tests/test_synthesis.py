@@ -15,10 +15,11 @@ from jimb import config as config_lib
 from jimb import experiment
 from jimb.data import sources, splits
 from jimb.data.dataset import Dataset
-from jimb.generative import gan, judge
+from jimb.balance import judge
+from jimb.generative import gan
 from jimb.generative.oversampler import GANOverSampler
 from jimb.sweep import cells, executors, job, tables
-from jimb.training import fold as fold_lib
+from jimb.training import evaluate
 
 QUIET = lambda s: None
 COUNTS = (60, 24, 12)
@@ -51,7 +52,7 @@ def test_generators_and_judge_see_only_the_training_part(monkeypatch, tmp_path):
   ds = _id_dataset()
   monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
   seen = {"gan": [], "judge": [], "predicted": {}}
-  real_train, real_judge, real_predict = gan.train, judge.train, fold_lib.predict
+  real_train, real_judge, real_predict = gan.train, judge.train, evaluate.predict
 
   def spy_gan(spec, data, key, **kw):
     seen["gan"].append([d[:, 0].copy() for d in data])
@@ -67,7 +68,7 @@ def test_generators_and_judge_see_only_the_training_part(monkeypatch, tmp_path):
 
   monkeypatch.setattr(gan, "train", spy_gan)
   monkeypatch.setattr(judge, "train", spy_judge)
-  monkeypatch.setattr(fold_lib, "predict", spy_predict)
+  monkeypatch.setattr(evaluate, "predict", spy_predict)
   config = _config(**{"synth.filter": "knn", "synth.filter_k": 3})
   results = experiment.train_and_evaluate(config, tmp_path / "run", log=QUIET)
 

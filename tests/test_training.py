@@ -12,10 +12,9 @@ import pytest
 from jimb import experiment, losses
 from jimb.data import augment
 from jimb.models import build_model
-from jimb.training import fold as fold_lib
-from jimb.training import mesh as mesh_lib
-from jimb.training import optim
-from jimb.training import step as step_lib
+from jimb import mesh as mesh_lib
+from jimb.fitting import optim
+from jimb.fitting import step as step_lib
 from tests.helpers import tiny_config
 
 
@@ -65,7 +64,7 @@ def test_batch_size_must_divide_over_devices():
 def test_non_finite_loss_stops_with_a_clear_message(monkeypatch, tmp_path):
   nan_loss = lambda cfg, counts: losses.Loss(lambda logits, labels: jnp.full(labels.shape, jnp.nan),
                                              num_classes=len(counts))
-  monkeypatch.setattr(fold_lib.losses, "build_loss", nan_loss)
+  monkeypatch.setattr(losses, "build_loss", nan_loss)
   with pytest.raises(FloatingPointError, match="learning_rate.*grad_clip"):
     experiment.train_and_evaluate(tiny_config(), tmp_path, log=lambda s: None)
 

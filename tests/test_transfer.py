@@ -12,9 +12,9 @@ import pytest
 from jimb import losses
 from jimb.config import base_config
 from jimb.models import build_model
-from jimb.training import mesh as mesh_lib
-from jimb.training import step as step_lib
-from jimb.training import transfer
+from jimb import mesh as mesh_lib
+from jimb.fitting import step as step_lib
+from jimb.fitting import transfer
 
 MODEL = ml_collections.ConfigDict(dict(name="small_cnn", widths=(4, 8, 8), dense=16, dropout=0.0))
 

@@ -107,8 +107,8 @@ def test_damaged_files_are_named_with_their_fix_and_the_fix_works(run, tmp_path,
 
 
 def _state(step):
-  from jimb.training import mesh as mesh_lib
-  from jimb.training.step import TrainState
+  from jimb import mesh as mesh_lib
+  from jimb.fitting.step import TrainState
   import jax.numpy as jnp
   return mesh_lib.replicate(TrainState(step=jnp.int32(step), params={"w": jnp.arange(4.0) * step},
                                        rest={}, opt_state=(jnp.zeros(2),)), mesh_lib.make_mesh())

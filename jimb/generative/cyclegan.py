@@ -26,7 +26,7 @@ import optax
 
 from jimb import checkpointing
 from jimb.generative import cycle_nets, loop
-from jimb.training import mesh as mesh_lib
+from jimb import mesh as mesh_lib
 
 _GAN_MODES = ("lsgan", "vanilla")
 

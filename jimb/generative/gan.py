@@ -40,7 +40,7 @@ import optax
 
 from jimb import checkpointing
 from jimb.generative import loop, nets
-from jimb.training import mesh as mesh_lib
+from jimb import mesh as mesh_lib
 
 KINDS = ("dcgan", "lsgan", "cgan", "wgan_gp")
 _ADAM = {"wgan_gp": (1e-4, 0.0, 0.9)}  # (learning rate, beta1, beta2); the others use DCGAN's

@@ -3,7 +3,7 @@
 `GANOverSampler().fit_resample(X, y)` trains one tabular GAN per class to be topped up (all at
 once, vmapped; one conditional GAN for `cgan`) on the rows it is given and appends samples, so
 inside `imblearn.pipeline.Pipeline` and cross-validation it only ever sees training folds. The
-runner's image synthesis stage (jimb.generative.synthesis) is the same idea with convolutional
+runner's image synthesis stage (jimb.balance.synthesis) is the same idea with convolutional
 generators, caching and a judge classifier.
 
 It logs (module logger) per class the real rows a GAN learns from and the rows asked of it, and
@@ -18,6 +18,7 @@ import numbers
 
 import jax
 import numpy as np
+from scipy import sparse
 from imblearn.over_sampling.base import BaseOverSampler
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -78,7 +79,9 @@ class GANOverSampler(BaseOverSampler):
     self.random_state = random_state
 
   def _fit_resample(self, X, y):
-    X = np.asarray(X, np.float32)   # imblearn's input check has refused NaN and infinities
+    given = X   # sparse X (CSR or CSC) gives sparse output in its format, as SMOTE's does
+    # imblearn's input check has refused NaN and infinities; the GANs train on dense rows.
+    X = np.asarray(X.toarray() if sparse.issparse(X) else X, np.float32)
     add = (budget_lib.synthesis_counts(y, self.budget, min_count=self.min_count) if self.budget
            else dict(self.sampling_strategy_))
     classes = sorted(c for c, n in add.items() if n > 0)
@@ -86,7 +89,7 @@ class GANOverSampler(BaseOverSampler):
     if not classes:
       self.synthetic_mask_ = np.zeros(len(y), bool)
       self.filter_report_ = {}
-      return X, y
+      return given if sparse.issparse(given) else X, y
     labels, codes = np.unique(y, return_inverse=True)
     conditional = self.method == "cgan"
     self._log_plan(y, classes, add, conditional)
@@ -114,7 +117,10 @@ class GANOverSampler(BaseOverSampler):
       _LOG.info("GANOverSampler %s filter kept %s", self.filter, ", ".join(
           f"class {c}: {keep[y_new == c].sum()} of {add[c]}" for c in classes))
     self.synthetic_mask_ = np.concatenate([np.zeros(len(y), bool), np.ones(keep.sum(), bool)])
-    return np.concatenate([X, x_new[keep]]), np.concatenate([y, y_new[keep]])
+    y_out = np.concatenate([y, y_new[keep]])
+    if sparse.issparse(given):
+      return sparse.vstack([given, sparse.csr_matrix(x_new[keep])], format=given.format), y_out
+    return np.concatenate([X, x_new[keep]]), y_out
 
   def _log_plan(self, y, classes, add, conditional: bool) -> None:
     """Per class: the real rows its GAN learns from and the rows asked of it; warns below min."""

@@ -22,7 +22,7 @@ def batch_norm(norm: nnx.BatchNorm, x: jax.Array, train: bool) -> jax.Array:
   """BatchNorm that stays in inference mode when frozen (`norm.use_running_average = True`).
 
   Transfer learning freezes the statistics of frozen parts by setting that attribute (see
-  `jimb.training.transfer`); a plain call would override it with `not train`.
+  `jimb.fitting.transfer`); a plain call would override it with `not train`.
   """
   return norm(x, use_running_average=(not train) or bool(norm.use_running_average))
 

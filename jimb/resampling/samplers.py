@@ -12,88 +12,110 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import numbers
 
 import numpy as np
 from imblearn import combine, over_sampling, under_sampling
 from imblearn.utils import check_sampling_strategy
-from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval
 
-from jimb.generative.oversampler import GANOverSampler
+from jimb.registry import Registry
 from jimb.resampling.smote_jax import JaxSMOTE
 
 
-class _Duplication(BaseEstimator):
-  """Repeats rows of classes to reach per-class targets; `sample_indices_` as imbalanced-learn."""
+class _Duplication(over_sampling.RandomOverSampler):
+  """Over-sampling by repeating input rows, by seed 000's rules.
 
-  def __init__(self, random_state=None):
+  A RandomOverSampler to imbalanced-learn: its input checks (sparse, data frames and lists; any
+  values, as rows are only copied), `sampling_strategy_`, one-vs-all targets, parameter
+  validation and `sample_indices_`; only the rows repeated are seed 000's.
+  """
+
+  _parameter_constraints: dict = {
+      k: v for k, v in over_sampling.RandomOverSampler._parameter_constraints.items()
+      if k != "shrinkage"}
+
+  def __init__(self, *, sampling_strategy="auto", random_state=None):
+    self.sampling_strategy = sampling_strategy
     self.random_state = random_state
 
-  def _extra(self, counts: np.ndarray) -> np.ndarray:
-    """Rows to add per class."""
+  def _repeats(self, y: np.ndarray) -> list:
+    """Input rows to append, one array per class in class order."""
     raise NotImplementedError
 
-  def fit_resample(self, X, y):
-    y = np.asarray(y)
-    classes, codes = np.unique(y, return_inverse=True)
-    extra = self._extra(np.bincount(codes))
+  def _draw(self, y: np.ndarray, extra: dict) -> list:
+    """`extra[c]` rows of each class c, drawn with replacement by seed 000's NumPy Generator."""
     rng = np.random.default_rng(self.random_state)
-    added = [rng.choice(np.flatnonzero(codes == c), size=n, replace=True)
-             for c, n in enumerate(extra) if n > 0]
-    self.sample_indices_ = np.concatenate([np.arange(len(y)), *added]).astype(np.int64)
-    return np.asarray(X)[self.sample_indices_], y[self.sample_indices_]
+    return [rng.choice(np.flatnonzero(y == c), size=n, replace=True)
+            for c, n in extra.items() if n > 0]
+
+  def _fit_resample(self, X, y):
+    self.sample_indices_ = np.concatenate([np.arange(len(y)), *self._repeats(y)]).astype(np.int64)
+    rows = X.iloc[self.sample_indices_] if hasattr(X, "iloc") else X[self.sample_indices_]
+    return rows, y[self.sample_indices_]
 
 
 class DuplicateToMax(_Duplication):
-  """Bootstrapped duplication of every class up to the majority count (seed 000)."""
+  """Bootstrapped duplication of every class up to the majority count (seed 000).
 
-  def _extra(self, counts):
-    return counts.max() - counts
+  `sampling_strategy` as imbalanced-learn's over-samplers; its default is seed 000's rule.
+  """
+
+  def _repeats(self, y):
+    return self._draw(y, self.sampling_strategy_)
 
 
 class DuplicateToMinimum(_Duplication):
-  """Duplicates rows of classes below `min_count` until they reach it (seed 000: 800)."""
+  """Duplicates rows of classes below `min_count` until they reach it (seed 000: 800).
 
-  def __init__(self, min_count: int = 800, random_state=None):
-    super().__init__(random_state)
+  `sampling_strategy` picks the classes that may be topped up, as imbalanced-learn reads it (a
+  dict's counts are ignored: `min_count` sets them); its default "all" is seed 000's rule.
+  """
+
+  _parameter_constraints: dict = {
+      **_Duplication._parameter_constraints,
+      "min_count": [Interval(numbers.Integral, 1, None, closed="left")],
+  }
+
+  def __init__(self, *, min_count: int = 800, sampling_strategy="all", random_state=None):
+    super().__init__(sampling_strategy=sampling_strategy, random_state=random_state)
     self.min_count = min_count
 
-  def _extra(self, counts):
-    if self.min_count < 1:
-      raise ValueError(f"DuplicateToMinimum min_count must be >= 1, got {self.min_count}")
-    return np.maximum(self.min_count - counts, 0)
+  def _repeats(self, y):
+    return self._draw(y, {c: self.min_count - np.sum(y == c) for c in self.sampling_strategy_})
 
 
-class DuplicateCeilMultiple(BaseEstimator):
+class DuplicateCeilMultiple(_Duplication):
   """Seed 000's S_i = ceil((N_max - N_i) / N_i) * N_i extra rows for class i: whole copies of
-  the class (each row repeated equally often, so nothing random), which can overshoot N_max."""
+  the class (each row repeated equally often, so nothing random), which can overshoot N_max.
 
-  def fit_resample(self, X, y):
-    y = np.asarray(y)
-    _, codes = np.unique(y, return_inverse=True)
-    counts = np.bincount(codes)
-    copies = [np.tile(np.flatnonzero(codes == c), math.ceil((counts.max() - n) / n))
-              for c, n in enumerate(counts)]
-    self.sample_indices_ = np.concatenate([np.arange(len(y)), *copies]).astype(np.int64)
-    return np.asarray(X)[self.sample_indices_], y[self.sample_indices_]
+  `sampling_strategy` as imbalanced-learn's over-samplers gives the rows asked of each class
+  (default: N_max - N_i), rounded up to whole copies.
+  """
+
+  _parameter_constraints: dict = {"sampling_strategy":
+                                  _Duplication._parameter_constraints["sampling_strategy"]}
+
+  def __init__(self, *, sampling_strategy="auto"):
+    self.sampling_strategy = sampling_strategy
+
+  def _repeats(self, y):
+    members = {c: np.flatnonzero(y == c) for c in self.sampling_strategy_}
+    return [np.tile(rows, math.ceil(self.sampling_strategy_[c] / len(rows)))
+            for c, rows in members.items()]
 
 
-SAMPLERS = {
-    "RandomOverSampler": over_sampling.RandomOverSampler,
-    "SMOTE": over_sampling.SMOTE,
-    "BorderlineSMOTE": over_sampling.BorderlineSMOTE,
-    "SVMSMOTE": over_sampling.SVMSMOTE,
-    "ADASYN": over_sampling.ADASYN,
-    "RandomUnderSampler": under_sampling.RandomUnderSampler,
+SAMPLERS = Registry("resampler", {
+    "RandomOverSampler": over_sampling.RandomOverSampler, "SMOTE": over_sampling.SMOTE,
+    "BorderlineSMOTE": over_sampling.BorderlineSMOTE, "SVMSMOTE": over_sampling.SVMSMOTE,
+    "ADASYN": over_sampling.ADASYN, "RandomUnderSampler": under_sampling.RandomUnderSampler,
     "TomekLinks": under_sampling.TomekLinks,
     "EditedNearestNeighbours": under_sampling.EditedNearestNeighbours,
-    "SMOTEENN": combine.SMOTEENN,
-    "SMOTETomek": combine.SMOTETomek,
-    "JaxSMOTE": JaxSMOTE,
-    "DuplicateToMax": DuplicateToMax,
-    "DuplicateToMinimum": DuplicateToMinimum,
+    "SMOTEENN": combine.SMOTEENN, "SMOTETomek": combine.SMOTETomek, "JaxSMOTE": JaxSMOTE,
+    "DuplicateToMax": DuplicateToMax, "DuplicateToMinimum": DuplicateToMinimum,
     "DuplicateCeilMultiple": DuplicateCeilMultiple,
-    "GANOverSampler": GANOverSampler,
-}
+})
+# GANOverSampler is registered by jimb.balance, so that this library needs no generative models.
 # Resamplers that only look at labels: they get row numbers, not the data, and return indices.
 LABEL_ONLY = frozenset({"RandomOverSampler", "RandomUnderSampler", "DuplicateToMax",
                         "DuplicateToMinimum", "DuplicateCeilMultiple"})
@@ -105,10 +127,7 @@ SMALL_CLASS_POLICIES = ("error", "reduce_k", "ros")
 
 def build(name: str, params: dict, seed: int, config_key: str = "resample"):
   """The resampler `name` with `params`; `random_state` defaults to `seed`."""
-  if name not in SAMPLERS:
-    raise ValueError(f"unknown resampler {name!r}; set --config.{config_key}.name to one of "
-                     f"{sorted(SAMPLERS)}")
-  cls = SAMPLERS[name]
+  cls = SAMPLERS.get(name, f"{config_key}.name")
   known = cls().get_params(deep=False)
   unknown = sorted(set(params) - set(known))
   if unknown:

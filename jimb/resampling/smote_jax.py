@@ -22,6 +22,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+from scipy import sparse
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn_compat.utils.validation import validate_data
@@ -91,7 +92,10 @@ def pack(X: np.ndarray, y: np.ndarray, classes: list, block: int) -> tuple[Packi
   packing = Packing(indices, offsets, block, bucket_blocks(int(sizes.sum()) // block) * block)
   packed = _aligned_zeros((packing.num_rows, X.shape[1]))
   for offset, rows in zip(offsets, indices):
-    np.take(X, rows, axis=0, out=packed[offset:offset + len(rows)], mode="clip")
+    if sparse.issparse(X):
+      packed[offset:offset + len(rows)] = X[rows].toarray()
+    else:
+      np.take(X, rows, axis=0, out=packed[offset:offset + len(rows)], mode="clip")
   return packing, packed
 
 
@@ -174,11 +178,12 @@ def interpolate(packed, base, neighbour, gap):
 class JaxSMOTE(BaseOverSampler):
   """SMOTE (Chawla et al. 2002) with imblearn's interface and output, computed with JAX.
 
-  Drop-in for imblearn.over_sampling.SMOTE on dense inputs (also inside
-  imblearn.pipeline.Pipeline): with the same random_state it draws the same base points,
-  neighbour ranks and gaps, so results agree up to float32 rounding and exact distance ties.
-  Rows of X come first and unchanged, then the synthetic rows grouped by class in class order;
-  `synthetic_mask_` marks the latter, so evaluation code can prove none reached it.
+  Drop-in for imblearn.over_sampling.SMOTE (also inside imblearn.pipeline.Pipeline): with the
+  same random_state it draws the same base points, neighbour ranks and gaps, so results agree
+  up to float32 rounding and exact distance ties. Rows of X come first and unchanged, then the
+  synthetic rows grouped by class in class order; `synthetic_mask_` marks the latter, so
+  evaluation code can prove none reached it. Sparse X (CSR or CSC) gives sparse output in its
+  format, as SMOTE's; the classes to over-sample are made dense for the neighbour search.
 
   Args:
     sampling_strategy: as imblearn's over-samplers ("auto", "minority", "not majority",
@@ -204,9 +209,9 @@ class JaxSMOTE(BaseOverSampler):
     self.block_size = block_size
 
   def _check_X_y(self, X, y, accept_sparse=None):
-    """Dense float input only: sparse CNN features are not a use case, and ints become float32."""
+    """Float input, dense or sparse as SMOTE takes it: ints become float32, which JAX computes."""
     y, binarize_y = check_target_type(y, indicate_one_vs_all=True)
-    X, y = validate_data(self, X=X, y=y, reset=True, accept_sparse=False,
+    X, y = validate_data(self, X=X, y=y, reset=True, accept_sparse=["csr", "csc"],
                          dtype=[np.float32, np.float64])
     return X, y, binarize_y
 
@@ -221,17 +226,23 @@ class JaxSMOTE(BaseOverSampler):
                          f"k_neighbors to at most {size - 1} or leave class {c} out of "
                          f"sampling_strategy")
     n_new = sum(targets.values())
-    X_res = np.empty((len(X) + n_new, X.shape[1]), X.dtype)
-    X_res[:len(X)] = X
-    if targets:
-      block = self.block_size or default_block_size(max(sizes.values()))
+    block = self.block_size or default_block_size(max(sizes.values(), default=0))
+    if sparse.issparse(X):   # as SMOTE: X's format out, the synthetic rows appended
+      X_new = np.empty((n_new, X.shape[1]), X.dtype)
+      self._synthesise(X, y, targets, block, X_new)
+      X_res = sparse.vstack([X, sparse.csr_matrix(X_new)], format=X.format)
+    else:
+      X_res = np.empty((len(X) + n_new, X.shape[1]), X.dtype)
+      X_res[:len(X)] = X
       self._synthesise(X, y, targets, block, X_res[len(X):])
-    self.synthetic_mask_ = np.arange(len(X_res)) >= len(X)
+    self.synthetic_mask_ = np.arange(X_res.shape[0]) >= X.shape[0]
     y_new = [np.full(n, c, dtype=y.dtype) for c, n in targets.items()]
     return X_res, np.concatenate([y, *y_new])
 
   def _synthesise(self, X, y, targets: dict, block: int, out: np.ndarray) -> None:
     """Writes the synthetic rows of every class in `targets` into `out`, in class order."""
+    if not targets:
+      return
     k = self.k_neighbors
     packing, packed = pack(X, y, list(targets), block)
     valid, means = block_layout(packing, packed)

@@ -15,7 +15,7 @@ from typing import Callable
 
 from etils import epath
 
-from jimb import experiment
+from jimb import workdir as workdir_lib
 from jimb.sweep import cells as cells_lib
 from jimb.sweep import executors
 from jimb.sweep import job as job_lib
@@ -36,7 +36,7 @@ def _check_finished(jobs: list[cells_lib.Job], workdir: epath.Path) -> None:
       stored = job_lib.cell_dir(workdir, job, cell) / "config.json"
       if job_lib.finished(workdir, job, cell) and stored.exists():
         config = job.stage1 if cells_lib.trains(job, cell) else cell.config
-        diff = experiment.config_differences(json.loads(stored.read_text()),
+        diff = workdir_lib.config_differences(json.loads(stored.read_text()),
                                              json.loads(config.to_json_best_effort()))
         if diff:
           raise ValueError(f"{stored.parent} holds cell {cell.name!r} with a different config "

@@ -102,6 +102,7 @@ def run_cell_job(job: cells_lib.Job, workdir: str, settings: Settings,
   of the cells it finished."""
   import jax   # here, after any pinning: XLA sizes its thread pool when it starts
   from jimb import experiment
+  from jimb import workdir as workdir_lib
   if settings.compilation_cache and not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", settings.compilation_cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -119,6 +120,6 @@ def run_cell_job(job: cells_lib.Job, workdir: str, settings: Settings,
     if not cells_lib.trains(job, cell):
       log(f"cell {cell.name}: post-hoc keys on the checkpoints of {job.name}")
       own = cell_dir(workdir, job, cell)
-      experiment.check_workdir_config(cell.config, own, write=True)
+      workdir_lib.check_workdir_config(cell.config, own, write=True)
       experiment.evaluate(cell.config, stage1, log=log, output=own / "results.json")
   return [c.name for c in todo]

@@ -1,1 +1,2 @@
-"""Training: optimizers, the device mesh, and pure jitted train/eval steps."""
+"""One fold's training: setup on its training part, the checkpointed epoch loop, evaluation,
+and the decoupled stage 2 (heads)."""

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from jimb.data.sampler import ClassAwareSampler
-from jimb.training.transfer import path_name
+from jimb.fitting.transfer import path_name
 
 CLASSIFIER_PATHS = ("head/out", "out")
 LAYERS = ("classifier", "head")

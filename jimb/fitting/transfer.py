@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jimb.training import optim
+from jimb.fitting import optim
 
 FROZEN, HEAD, BODY = "frozen", "head", "body"
 

@@ -2,7 +2,7 @@
 
 Everything here sees only the fold's real training rows (the caller passes nothing else), so no
 generator, judge or filter can learn from validation or test rows, and the synthetic rows it
-returns go only into the training pool (jimb.resampling.pool), after the real ones.
+returns go only into the training pool (jimb.balance.pool), after the real ones.
 
 cache_dir/fold_<k>/
   generator_<hash>/checkpoints/    the trained generators (resumable while training), keyed by
@@ -25,7 +25,8 @@ import jax
 import numpy as np
 
 from jimb import checkpointing, files, multihost
-from jimb.generative import budget, cyclegan, gan, grid, judge, quality_filter, scores
+from jimb.balance import judge
+from jimb.generative import budget, cyclegan, gan, grid, quality_filter, scores
 
 METHODS = ("none", "dcgan", "lsgan", "cgan", "wgan_gp", "cyclegan")
 _GENERATOR_KEYS = {

@@ -2,7 +2,8 @@
 
 The model is split once into a static graph definition and array state (parameters and
 everything else, e.g. BatchNorm statistics); jitting plain functions over those pytrees is the
-fastest NNX form on CPU (DESIGN.md) and makes the state a checkpointable pytree. Per-step keys
+fastest NNX form on CPU (0.2-0.3 ms per step for a small CNN, against 0.5-1.5 ms for nnx.jit)
+and makes the state a checkpointable pytree. Per-step keys
 are `fold_in(key, step)`, so a resumed run draws the same augmentations and dropout masks.
 """
 
@@ -20,7 +21,7 @@ import optax
 from jimb.data import pipeline
 from jimb.data.preprocess import normalize
 from jimb.models import Classifier
-from jimb.training import mesh as mesh_lib
+from jimb import mesh as mesh_lib
 
 
 @flax.struct.dataclass

@@ -17,11 +17,11 @@ import numpy as np
 import optax
 
 from jimb import checkpointing, losses
-from jimb.data import pipeline
+from jimb import mesh as mesh_lib
 from jimb.data.sampler import ClassAwareSampler
+from jimb.fitting import loop
+from jimb.fitting import step as step_lib
 from jimb.models import build_model
-from jimb.training import mesh as mesh_lib
-from jimb.training import step as step_lib
 
 Log = Callable[[str], None]
 
@@ -63,12 +63,12 @@ def train(model_cfg, x: np.ndarray, y: np.ndarray, num_classes: int, mean: jax.A
                               global_batch_size=batch_size, seed=seed,
                               process_index=jax.process_index(),
                               process_count=jax.process_count())
+  train_key = mesh_lib.replicate(train_key, mesh)
   for epoch in range(epochs):
-    for batch in pipeline.train_batches(x, y, sampler.epoch_indices(epoch)):
-      state, metrics = step(state, mesh_lib.local_batch_to_global(batch, mesh), train_key, mean,
-                            std)
+    state, step_losses = loop.fit_batches(step, state, x, y, sampler.epoch_indices(epoch), mesh,
+                                          (train_key, mean, std))
   log(f"  judge: {model_cfg.name} trained {epochs} epochs on {len(y)} real training rows, "
-      f"last loss {float(metrics['loss']):.4f}")
+      f"last loss {float(step_losses[-1]):.4f}")
   if ckpt is not None:
     ckpt.save(epochs, state, {}, 0.0)
     ckpt.wait()

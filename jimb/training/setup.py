@@ -1,0 +1,107 @@
+"""A fold's setup, fitted on its training part: preprocessing, the balanced training pool, the
+sampler, the loss, the optimizer and the initial (or pretrained) model state.
+
+Everything derived from data (normalisation statistics, imputation, class counts for losses
+and samplers) comes from `fold.train` alone; validation and test inputs are only transformed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from jimb import balance as balance_lib
+from jimb import losses
+from jimb import mesh as mesh_lib
+from jimb.balance import pool as pool_lib
+from jimb.data import preprocess
+from jimb.data import sampler as sampler_lib
+from jimb.data import splits
+from jimb.data.dataset import Dataset
+from jimb.data.splits import Fold
+from jimb.fitting import step as step_lib
+from jimb.fitting import transfer
+from jimb.models import build_model, pretrained
+from jimb.training import stage2
+
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class FoldSetup:
+  """What a fold needs to train or evaluate: arrays, statistics, model and functions."""
+
+  fold: Fold
+  num_classes: int
+  x: dict[str, np.ndarray]          # "train" / "val" / "test" (/ "contrast"), host-preprocessed
+  y: dict[str, np.ndarray]
+  mean: jax.Array
+  std: jax.Array
+  pool: pool_lib.TrainingPool       # what stage 1 draws batches from (resampled or synthesised)
+  sampler: sampler_lib.ClassAwareSampler
+  loss: losses.Loss
+  graphdef: Any
+  init_state: step_lib.TrainState
+  tx: Any
+  key: jax.Array
+  mesh: jax.sharding.Mesh
+  synthesis: dict | None = None      # the synthesis stage's report (jimb.balance.synthesis)
+
+
+def _parts(config, ds: Dataset, fold: Fold) -> dict[str, np.ndarray]:
+  """The fold's parts; the active sampler's contrast part is carved from the training part."""
+  if config.sampler.name != "active":
+    return {"train": fold.train, "val": fold.val, "test": fold.test}
+  fraction = config.sampler.contrast_fraction
+  if not 0 < fraction < 1:
+    raise ValueError(f"--config.sampler.contrast_fraction must lie in (0, 1), got {fraction}; "
+                     "the active sampler needs a contrast part to measure F1 on (e.g. 0.1)")
+  # Another random stream than the validation carve's (seed), so the two parts are unrelated.
+  train, contrast = splits.carve(ds, fold.train, fraction, config.seed + 1, fold.index)
+  return {"train": np.sort(train), "contrast": np.sort(contrast), "val": fold.val,
+          "test": fold.test}
+
+
+def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh,
+               synth_root: str | os.PathLike | None = None, log: Log = print) -> FoldSetup:
+  """Everything a fold needs, fitted on its training part; `synth_root` caches the synthesis
+  stage's generators and samples (config.synth)."""
+  stage2.check(config)
+  parts = _parts(config, ds, fold)
+  pre = preprocess.fit_preprocessor(ds.x[parts["train"]], config.data, ds.is_image,
+                                    ds.feature_names)
+  x = {k: pre.host(ds.x[idx], ds.feature_names) for k, idx in parts.items()}
+  y = {k: ds.y[idx].astype(np.int32) for k, idx in parts.items()}
+  mesh_lib.check_batch_size(config.train.batch_size, mesh)
+  balanced = balance_lib.balance(config, x["train"], y["train"], ds.class_names, fold.index,
+                                 *mesh_lib.replicate((pre.mean, pre.std), mesh), mesh,
+                                 synth_root, log)
+  pool = balanced.pool
+  sampler = sampler_lib.from_config(
+      pool.labels, ds.num_classes, config.sampler, config.train.batch_size,
+      seed=config.seed * 1000 + fold.index, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  loss = losses.build_loss(config.loss, sampler.class_counts())
+  key = jax.random.fold_in(jax.random.key(config.seed), fold.index)
+  init_key, train_key = jax.random.split(key)
+  train_key = mesh_lib.replicate(train_key, mesh)   # on the mesh, as the step wants it
+  # Complement objective training updates twice per batch; schedules count updates.
+  updates_per_epoch = sampler.steps_per_epoch * (2 if loss.complement else 1)
+  tx = transfer.build_optimizer(config.optim, config.transfer,
+                                config.train.epochs * updates_per_epoch, updates_per_epoch)
+  shape = x["train"].shape[1:]
+  build = lambda k: transfer.freeze_batch_norm(
+      build_model(config.model, ds.num_classes, shape, k), config.transfer)
+  graphdef, state = step_lib.create_state(build, tx, init_key, mesh)
+  mean, std = pre.mean, pre.std
+  if config.model.pretrained:
+    params, rest, mean, std = pretrained.load(config.model, graphdef, state.params, state.rest,
+                                              shape, ds.num_classes)
+    state = mesh_lib.replicate(state.replace(params=params, rest=rest), mesh)
+  mean, std = mesh_lib.replicate((np.asarray(mean), np.asarray(std)), mesh)
+  return FoldSetup(fold, ds.num_classes, x, y, mean, std, pool, sampler, loss, graphdef, state,
+                   tx, train_key, mesh, balanced.synthesis)
