@@ -5,6 +5,7 @@ Flags only; all logic is in `jimb.experiment` and `jimb.sweep`. Override any con
 """
 
 import os
+import re
 import sys
 
 from absl import app
@@ -66,8 +67,8 @@ def _sweep() -> None:
   from jimb import sweep
   from jimb.sweep import executors, job
   if _COORDINATOR.value or _NUM_PROCESSES.value or _DISTRIBUTED.value:
-    raise app.UsageError("a sweep starts its cells itself; start a multi-host single run with "
-                         "--mode=train")
+    raise ValueError("a sweep starts its cells itself; start a multi-host single run with "
+                     "--mode=train")
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
   if _MODE.value == "aggregate":
     sweep.aggregate_sweep(_CONFIG.value, config_file, _WORKDIR.value)
@@ -99,9 +100,31 @@ def main(argv):
   except input_errors as e:
     if verbose:
       raise
-    # A bad input or config: the message names it and the fix; the traceback adds nothing.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(e)
+
+
+def _fail(error: Exception) -> None:
+  """A bad input or config: its message names it and the fix; the traceback adds nothing."""
+  print(f"error: {error}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with a bad flag or config override (a misspelt key, a value of the wrong
+  type) reported as one line and exit status 2 like every other input error."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(e)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections' overrides
+    if "--verbosity" in " ".join(argv):
+      raise
+    key = re.search(r"'([^'\\]+)", str(e))
+    hint = re.search(r'Did you mean "([^"]+)"', str(e))
+    what = f"no key {key.group(1)!r}" if key else str(e)
+    _fail(f"a --config override names {what}"
+          + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+          + "; the keys and their meaning are in jimb/config.py")
 
 
 def _run() -> None:
@@ -109,11 +132,8 @@ def _run() -> None:
   import jax  # after flag parsing, so --help is fast
   from jimb import distributed
   # Before anything touches a device.
-  try:
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                           auto=_DISTRIBUTED.value)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         auto=_DISTRIBUTED.value)
   if _CACHE.value and not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -128,4 +148,4 @@ def _run() -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -47,7 +47,10 @@ class FoldCheckpoints:
   Every process of a multi-process run makes the same calls; orbax coordinates them.
   """
 
-  def __init__(self, directory: str | os.PathLike, keep_latest: int = 1, keep_best: int = 1):
+  def __init__(self, directory: str | os.PathLike, keep_latest: int = 1, keep_best: int = 1,
+               recover: bool = True):
+    """`recover`: set aside steps whose metrics cannot be read (training replays them); without
+    it (eval mode, which changes nothing) such a step is an UnreadableCheckpoint."""
     self.directory = files.as_path(directory)
     policy = policies.AnyPreservationPolicy([
         policies.LatestN(keep_latest),
@@ -66,6 +69,11 @@ class FoldCheckpoints:
       except FileNotFoundError:
         pass
       except ValueError:
+        if not recover:
+          raise UnreadableCheckpoint(
+              f"checkpoint {self.directory / str(step)} is damaged (its metrics cannot be read); "
+              "--mode=train sets it aside and trains its epochs again from the newest readable "
+              "earlier checkpoint, which gives the same result", step) from None
         logging.warning("checkpoint %s has unreadable metrics: set aside", step)
         _move_aside(self.directory, [step])
     self._manager = ocp.CheckpointManager(self.directory, options=options,
@@ -108,14 +116,18 @@ class FoldCheckpoints:
           "from the newest readable earlier checkpoint, which gives the same result", epoch) from e
     return restored["state"], dict(restored["meta"])
 
-  def set_aside(self, epoch: int) -> epath.Path:
-    """Moves the checkpoints of `epoch` and later out of the way (to `unreadable_<epoch>`...,
-    which orbax ignores), so training replays them; nothing is deleted."""
+  def set_aside(self, epoch: int) -> str:
+    """Moves the checkpoints of `epoch` and later out of the way (to `set_aside_<epoch>`...,
+    which orbax ignores), so training replays those epochs; nothing is deleted. Says what moved
+    and where training goes on from."""
     self._manager.wait_until_finished()
     steps = sorted(s for s in self._manager.all_steps() if s >= epoch)
     _move_aside(self.directory, steps)
     self._manager.reload()
-    return self.directory / f"unreadable_{steps[0]}" if steps else self.directory
+    moved = (f"moved checkpoint(s) {steps} aside (set_aside_<epoch> in {self.directory})"
+             if steps else "nothing to move aside")
+    latest = self.latest_epoch()
+    return f"{moved}; training again from {f'epoch {latest}' if latest else 'the start'}"
 
   def restore_newest(self, abstract_state: Any,
                      log: Callable[[str], None]) -> tuple[int, Any, dict[str, Any]] | None:
@@ -128,8 +140,7 @@ class FoldCheckpoints:
       try:
         return (epoch, *self.restore(epoch, abstract_state))
       except UnreadableCheckpoint as e:
-        log(f"  {e}")
-        log(f"  set aside as {self.set_aside(epoch)}; resuming from the checkpoint before it")
+        log(f"  checkpoint {e.epoch} cannot be read: {self.set_aside(epoch)}")
     return None
 
   def discard(self) -> None:
@@ -153,10 +164,10 @@ def _steps(directory: epath.Path) -> list[int]:
 
 
 def _move_aside(directory: epath.Path, steps: list[int]) -> None:
-  """Renames step folders to unreadable_<step> (orbax ignores them); process 0 does it."""
+  """Renames step folders to set_aside_<step> (orbax ignores them); process 0 does it."""
   if multihost.is_writer():
     for step in steps:
-      target = directory / f"unreadable_{step}"
+      target = directory / f"set_aside_{step}"
       if target.exists():
         target.rmtree()
       (directory / str(step)).rename(target)

@@ -30,9 +30,10 @@ from jimb.training import setup as setup_lib
 Log = Callable[[str], None]
 
 
-def _ckpt(config, fold_dir: epath.Path) -> checkpointing.FoldCheckpoints:
+def _ckpt(config, fold_dir: epath.Path, recover: bool) -> checkpointing.FoldCheckpoints:
+  """The fold's checkpoints; only training (`recover`) sets unreadable ones aside."""
   return checkpointing.FoldCheckpoints(fold_dir / "checkpoints", config.checkpoint.keep_latest,
-                                       config.checkpoint.keep_best)
+                                       config.checkpoint.keep_best, recover=recover)
 
 
 def _synth_root(config, workdir: epath.Path) -> epath.Path:
@@ -67,7 +68,8 @@ def _run_folds(config, workdir: str | os.PathLike, run_fold, mode: str,
   """The per-fold loop both modes share: checks, `run_fold` on each fold, pooled results."""
   t0 = time.perf_counter()
   with workdir_lib.opened(config, workdir, mode) as workdir:
-    resolved = workdir_lib.check_workdir_config(config, workdir, write=mode == "train")
+    resolved = workdir_lib.check_workdir_config(config, workdir, write=mode == "train",
+                                                log=log)
     ds, folds, info = load_data(config, log)
     info["fingerprint"] = workdir_lib.check_data(workdir, ds)
     mesh = mesh_lib.make_mesh()
@@ -98,7 +100,7 @@ def _train_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, mes
     return workdir_lib.finished_fold(fold_dir, fold)
   log(f"fold {fold.index}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)}")
   setup = setup_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), log)
-  ckpt = _ckpt(config, fold_dir)
+  ckpt = _ckpt(config, fold_dir, recover=True)
   try:
     record, probs = fold_lib.train_fold(config, setup, ckpt, log)
   finally:
@@ -119,16 +121,20 @@ def _evaluate_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, 
   stored = (files.read_json(done, "delete it: the fold's record is then made again by "
                             "--mode=train from its checkpoints")
             if multihost.agree(done.exists) else None)
-  ckpt = _ckpt(config, fold_dir)
+  ckpt = _ckpt(config, fold_dir, recover=False)
   try:
     meta = fold_lib.latest_meta(ckpt, setup)
     record, probs = fold_lib.finish_fold(config, setup, ckpt, meta)
   finally:
     ckpt.close()
   if stored is not None:
-    diff = report.max_metric_diff(stored["test"], record["test"])
-    log(f"fold {fold.index}: epoch {meta['best_epoch']}, test " + report.one_line(record["test"])
-        + f"  (max |diff| vs training run: {diff:.2e})")
+    # Stage 1 reproduces the training run's exactly; a stage 2 of eval's own is reported beside.
+    stage1 = lambda r: r.get("test_stage1", r["test"])
+    diff = report.max_metric_diff(stage1(stored), stage1(record))
+    extra = (f"; stage 2 ({config.stage2.method}) test " + report.one_line(record["test"])
+             if "test_stage1" in record else "")
+    log(f"fold {fold.index}: epoch {meta['best_epoch']}, test " + report.one_line(stage1(record))
+        + f"  (max |diff| vs training run: {diff:.2e}){extra}")
   else:
     log(f"fold {fold.index}: unfinished run, best epoch so far {meta['best_epoch']}: "
         + report.one_line(record["test"]))

@@ -39,8 +39,9 @@ def held(workdir: epath.Path, mode: str) -> Iterator[None]:
     workdir.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as e:
-    raise PermissionError(f"cannot write to {workdir} ({e.strerror}); a {mode} run writes its "
-                          "results there: make it writable, or copy it somewhere writable") from e
+    raise PermissionError(f"cannot write the lock file {path} ({e.strerror}); a {mode} run "
+                          "writes its results in that folder: make it (and the lock file) "
+                          "writable, or copy the folder somewhere writable") from e
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -32,7 +32,7 @@ _FREE_BLOCKS = ("sweep.",)   # how a sweep tabulates its cells
 # Blocks whose other keys matter only when their `method` is not "none".
 _UNUSED_WHEN_OFF = ("synth.",)
 # Post-hoc stages on the saved stage-1 checkpoints: eval mode may apply others than training did.
-_POST_HOC = ("stage2.", "resample.feature.", "resample.small_classes", "report.")
+POST_HOC = ("stage2.", "resample.feature.", "resample.small_classes", "report.")
 
 
 def config_differences(old: dict, new: dict, post_hoc_free: bool = False) -> list[str]:
@@ -47,15 +47,17 @@ def config_differences(old: dict, new: dict, post_hoc_free: bool = False) -> lis
   unused = tuple(p for p in _UNUSED_WHEN_OFF if old.get(p + "method") == new.get(p + "method")
                  == "none")
   free = lambda k: (k in FREE_KEYS or k.startswith(_FREE_BLOCKS)
-                    or (post_hoc_free and k.startswith(_POST_HOC)) or k.startswith(unused))
+                    or (post_hoc_free and k.startswith(POST_HOC)) or k.startswith(unused))
   return sorted(k for k in old.keys() | new.keys() if not free(k) and old.get(k) != new.get(k))
 
 
-def check_workdir_config(config, workdir: epath.Path, write: bool) -> dict:
+def check_workdir_config(config, workdir: epath.Path, write: bool, log=print) -> dict:
   """The resolved config, written to (write) or checked against `workdir`/config.json.
 
-  A workdir holding another config is refused; without `write` (eval mode) the post-hoc keys
-  may differ.
+  A workdir holding work (a trained epoch, a finished fold, synthesised samples) for another
+  config is refused; one that holds none (a run that stopped on its input, before training)
+  takes the new config, so that following an error's advice in the same workdir works. Without
+  `write` (eval mode) the post-hoc keys may differ.
   """
   resolved = json.loads(config.to_json_best_effort())
   path = workdir / "config.json"
@@ -68,16 +70,35 @@ def check_workdir_config(config, workdir: epath.Path, write: bool) -> dict:
                               "(the data fingerprint and fold indices still guard the finished "
                               "folds)") from None
     diff = config_differences(old, resolved, post_hoc_free=not write)
-    if diff:
+    keys = f"{', '.join(diff[:10])} {'differs' if len(diff) == 1 else 'differ'}"
+    if diff and not write:
       raise ValueError(
-          f"{workdir} holds a run with a different config ({', '.join(diff[:10])} differ); "
-          "use a new --workdir, or delete this one to start over")
+          f"{workdir} holds a run with a different config ({keys}); eval may change only the "
+          f"post-hoc keys ({', '.join(k + '*' for k in POST_HOC)}): pass the training run's "
+          "config, or train this one in a new --workdir")
+    if diff and multihost.agree(lambda: holds_work(workdir)):
+      raise ValueError(f"{workdir} holds a run with a different config ({keys}); use a new "
+                       "--workdir, or delete this one to start over")
+    if diff:
+      log(f"{workdir} held no trained epoch for its earlier config ({keys}): starting afresh")
+      if multihost.is_writer():
+        for stale in [workdir / "data.json", *workdir.glob("fold_*/indices.npz")]:
+          stale.unlink(missing_ok=True)
+        files.write_text(path, json.dumps(resolved, indent=2))
   elif write:
     if multihost.is_writer():
       files.write_text(path, json.dumps(resolved, indent=2))
   else:
     raise FileNotFoundError(f"{workdir} holds no run (no config.json); train it first with --mode=train")
   return resolved
+
+
+def holds_work(workdir: epath.Path) -> bool:
+  """Whether `workdir` holds anything trained: a checkpoint, a finished fold, results, or
+  synthesis outputs."""
+  return any(True for pattern in ("fold_*/checkpoints*/*", "fold_*/result.json", "results.json",
+                                  "synthesis/*")
+             for _ in workdir.glob(pattern))
 
 
 def write_json(path: epath.Path, obj) -> None:

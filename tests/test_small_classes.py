@@ -61,7 +61,10 @@ def _smote_follows_its_advice(ds: Dataset, folds: list) -> list[tuple[str, str]]
       samplers.resample("SMOTE", {}, ds.x[f.train], ds.y[f.train], seed=0)
       continue
     except ValueError as e:
-      fixes = re.findall(r"--config\.resample\.(k_neighbors|small_classes)=(\w+)", str(e))
+      fixes = ([("small_classes", v) for v in
+                re.findall(r"--config\.resample\.small_classes=(\w+)", str(e))]
+               + [("k_neighbors", v) for v in
+                  re.findall(r"c\.resample\.k_neighbors = (\d+)", str(e))])
     assert fixes, "no fix suggested"
     for key, value in fixes:
       params = {"k_neighbors": int(value)} if key == "k_neighbors" else {}

@@ -55,7 +55,7 @@ def test_eval_on_an_unwritable_workdir_fails_before_any_work(run, tmp_path, monk
   (workdir / ".lock").unlink()
   (workdir / ".lock").mkdir()    # unwritable even for root, unlike chmod
   monkeypatch.setattr(sources, "load_source", lambda cfg: pytest.fail("work began"))
-  with pytest.raises(PermissionError, match="cannot write to .*make it writable"):
+  with pytest.raises(PermissionError, match="cannot write the lock file .*make it .* writable"):
     experiment.evaluate(tiny_config(), workdir, log=QUIET)
 
 
@@ -136,8 +136,9 @@ def test_unreadable_newest_checkpoints_are_set_aside_and_replayed(tmp_path):
   lines = []
   epoch, state, meta = ckpt.restore_newest(checkpointing.abstract_like(_state(0)), lines.append)
   assert (epoch, meta, int(state.step)) == (2, {"epoch": 2}, 2)
-  assert "cannot be restored" in lines[0] and "unreadable_3" in lines[1]
-  assert ckpt.epochs() == [1, 2] and (tmp_path / "unreadable_3").is_dir()
+  assert lines[0].startswith("  checkpoint 3 cannot be read: moved checkpoint(s) [3] aside")
+  assert lines[0].endswith("training again from epoch 2")
+  assert ckpt.epochs() == [1, 2] and (tmp_path / "set_aside_3").is_dir()
   ckpt.save(3, _state(3), {"epoch": 3}, 0.3)      # the replayed epoch takes its place
   ckpt.wait()
   assert ckpt.epochs() == [1, 2, 3]
@@ -152,10 +153,13 @@ def test_a_corrupt_best_checkpoint_is_retrained_to_the_same_result(run, tmp_path
   for f in (workdir / "fold_1" / "checkpoints" / str(best)).rglob("*"):
     if f.is_file():
       f.write_bytes(b"\0")
+  before = sorted(p.name for p in (workdir / "fold_1" / "checkpoints").iterdir())
   with pytest.raises(checkpointing.CheckpointError, match="--mode=train"):
     experiment.evaluate(tiny_config(), workdir, log=QUIET)
+  # Eval changes nothing in the workdir.
+  assert sorted(p.name for p in (workdir / "fold_1" / "checkpoints").iterdir()) == before
   again = experiment.train_and_evaluate(tiny_config(), workdir, log=QUIET)
-  assert (workdir / "fold_1" / "checkpoints" / f"unreadable_{best}").is_dir()
+  assert (workdir / "fold_1" / "checkpoints" / f"set_aside_{best}").is_dir()
   assert_same_metrics(again, run[1])
   assert sorted(p.name for p in (workdir / "fold_1" / "checkpoints").iterdir()
                 if p.name.isdigit()) == sorted({str(best), "3"})
@@ -193,3 +197,26 @@ def test_main_prints_input_errors_as_one_line_with_exit_2(tmp_path):
   assert "Traceback" not in proc.stderr
   proc = run_main("--config.train.epochs=0", "--verbosity=0")
   assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_an_errors_advice_can_be_followed_in_the_same_workdir(tmp_path):
+  """A run that stopped on its input before training leaves only guards behind: the same
+  command with the fix the message gives runs there (a workdir with work would be refused)."""
+  with pytest.raises(ValueError, match=r"cannot reach all 400 test folds; set --config.split"):
+    experiment.train_and_evaluate(tiny_config(**{"split.folds": 400}), tmp_path, log=QUIET)
+  assert (tmp_path / "config.json").exists()
+  lines = []
+  results = experiment.train_and_evaluate(tiny_config(), tmp_path, log=lines.append)
+  assert any("held no trained epoch for its earlier config (split.folds differs)" in line
+             for line in lines)
+  assert len(results["folds"]) == 2
+  with pytest.raises(ValueError, match=r"holds a run with a different config \(split.folds"):
+    experiment.train_and_evaluate(tiny_config(**{"split.folds": 3}), tmp_path, log=QUIET)
+
+
+def test_diverged_training_is_flagged_in_the_log_and_the_record(tmp_path):
+  lines = []
+  results = experiment.train_and_evaluate(
+      tiny_config(**{"optim.learning_rate": 1e6, "train.epochs": 2}), tmp_path, log=lines.append)
+  assert any("WARNING: training diverged" in line for line in lines)
+  assert all(f.get("diverged_at_epoch") for f in results["folds"])

@@ -72,7 +72,8 @@ def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dic
              else "not grouped (no group ids)")
   fixed = f", fixed validation split {config.data.val_split!r}" if config.data.val_split else ""
   log(f"data: {ds.name} {tuple(ds.x.shape)}, {ds.num_classes} classes, counts "
-      f"{info['class_counts']} (IR {info['imbalance_ratio']:.1f}), {len(folds)} folds, "
+      f"{info['class_counts']} (IR {info['imbalance_ratio']:.1f}), {len(folds)} "
+      f"{'fold' if len(folds) == 1 else 'folds'}, "
       f"{grouped}{fixed}")
   if found is not None:
     line = duplicates.check(found, folds, policy)   # raises for policy "error" and a leak
@@ -107,6 +108,8 @@ def _grouping(data_cfg, ds: Dataset) -> dict:
   by = (f"file-name pattern {data_cfg.group_pattern!r}" if data_cfg.group_pattern
         else f"{data_cfg.group_key} of {data_cfg.group_csv}" if data_cfg.group_csv
         else data_cfg.group_key)
+  if data_cfg.duplicates == "group":   # duplicate inputs were merged into shared groups
+    by = f"{by} and duplicate inputs" if by else "duplicate inputs"
   return {"grouped": True, "group_by": by, "num_groups": ds.num_groups}
 
 

@@ -214,8 +214,10 @@ def resample(name: str, params: dict, x: np.ndarray, y: np.ndarray, *, seed: int
     new_k = min(small.values()) - 1
     if small_classes == "error":
       # Only fixes that work: a class of a single row has no neighbour to interpolate with.
-      fixes = [f"--config.{config_key}.k_neighbors={new_k}",
-               f"--config.{policy_key}=reduce_k (the same k, logged)"] if new_k >= 1 else []
+      fixes = [f"--config.{policy_key}=reduce_k (k_neighbors becomes {new_k} where a class "
+               "needs it, logged)",
+               f"k_neighbors={new_k} in the config's {config_key} block "
+               f"(c.{config_key}.k_neighbors = {new_k})"] if new_k >= 1 else []
       raise ValueError(
           f"{name} needs more than k_neighbors={k} rows in each class it synthesises, but "
           f"{described}{where} {'has' if len(small) == 1 else 'have'} too few; set "

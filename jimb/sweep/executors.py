@@ -57,8 +57,9 @@ def engine(name: str):
   try:
     return importlib.import_module(name)
   except ImportError as e:
-    raise EngineMissing(f"--executor needs {name}, which is not installed: pip install -e "
-                        "'.[sweep]' (or choose --executor=inline)") from e
+    executor = {"ray": "ray", "submitit": "slurm"}.get(name, name)
+    raise EngineMissing(f"--executor={executor} needs {name}, which is not installed: pip "
+                        "install -e '.[sweep]' (or choose --executor=inline)") from e
 
 
 def default_executor() -> str:

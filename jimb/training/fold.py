@@ -24,6 +24,8 @@ from jimb.training import evaluate, stage2
 from jimb.training.setup import FoldSetup
 
 Log = Callable[[str], None]
+# A training loss this many times a guessing model's (or the first epoch's) means divergence.
+_DIVERGED = 100.0
 
 
 def _new_meta(config, setup: FoldSetup) -> dict[str, Any]:
@@ -125,9 +127,7 @@ def train_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
     try:
       record = finish_fold(config, setup, ckpt, meta, train_time)
     except checkpointing.UnreadableCheckpoint as e:
-      log(f"  {e}")
-      log(f"  set aside as {ckpt.set_aside(e.epoch)}; training again from the checkpoint "
-          "before it")
+      log(f"  the best epoch's checkpoint {e.epoch} cannot be read: {ckpt.set_aside(e.epoch)}")
       continue
     if mid is not None:
       mid.discard()   # the fold is done: positions inside its epochs are of no more use
@@ -152,6 +152,19 @@ def _resume(setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   return state, meta
 
 
+def _check_divergence(setup: FoldSetup, meta: dict, epoch: int, loss: float, log: Log) -> None:
+  """Flags (once, in the log and the fold's record) a finite loss far above a model that knows
+  nothing (log K for K classes): training has diverged and its metrics are not to be trusted."""
+  limit = _DIVERGED * max(math.log(setup.num_classes), meta["history"][0]["loss"]
+                          if meta["history"] else 0.0)
+  if loss > limit and "diverged_at_epoch" not in meta:
+    meta["diverged_at_epoch"] = epoch + 1
+    log(f"  fold {setup.fold.index} epoch {epoch + 1}: WARNING: training diverged (loss "
+        f"{loss:.3g}, a guessing model's is {math.log(setup.num_classes):.3g}); its metrics are "
+        "not to be trusted. Lower --config.optim.learning_rate or set "
+        "--config.optim.grad_clip=1.0, in a new --workdir")
+
+
 def _fit_epoch(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
                mid: checkpointing.FoldCheckpoints | None, train_step, predict_fn, state,
                meta: dict, log: Log):
@@ -162,10 +175,13 @@ def _fit_epoch(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   epoch = meta["epoch"]
   state, loss = _train_epoch(config, setup, train_step, predict_fn, state, meta, mid, log)
   if not math.isfinite(loss):
+    kept = (f"checkpoints up to epoch {epoch} are kept in {ckpt.directory}, so change the "
+            "config in a new --workdir" if epoch else "no epoch had finished, so this --workdir "
+            "may be used again")
     raise FloatingPointError(
         f"fold {setup.fold.index} epoch {epoch + 1}: training loss is {loss}. Lower "
-        "--config.optim.learning_rate or set --config.optim.grad_clip=1.0; checkpoints up to "
-        f"epoch {epoch} are kept in {ckpt.directory}")
+        f"--config.optim.learning_rate or set --config.optim.grad_clip=1.0; {kept}")
+  _check_divergence(setup, meta, epoch, loss, log)
   record = {"epoch": epoch + 1, "loss": loss}
   if has_val:
     val = metrics.classification_metrics(
@@ -223,6 +239,7 @@ def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
       "best_epoch": meta["best_epoch"],
       "epochs_run": meta["epoch"],
       "stopped_early": meta["stopped_early"],
+      **({"diverged_at_epoch": meta["diverged_at_epoch"]} if "diverged_at_epoch" in meta else {}),
       "history": meta["history"],
       **({"quota_history": meta["quota_history"]} if "quota_history" in meta else {}),
       **({"synthesis": setup.synthesis} if setup.synthesis is not None else {}),

@@ -51,6 +51,9 @@ def load_test_source(data_cfg, key: str = "test_split") -> Dataset:
   """
   value = str(data_cfg[key])
   part = key.split("_")[0]
+  if data_cfg.source not in ("tfds", "image_folder", "npz"):
+    raise ValueError(f"--config.data.source={data_cfg.source} has no fixed {part} split; use "
+                     "--config.split.mode=kfold, or the npz, tfds or image_folder source")
   if not value:
     raise ValueError(f"--config.split.mode=holdout takes the source's own {part} split; set "
                      f"--config.data.{key} (e.g. {part} for tfds, 1 for an npz split value, the "
@@ -72,9 +75,6 @@ def load_test_source(data_cfg, key: str = "test_split") -> Dataset:
       if data_cfg.npz_split < 0:
         raise ValueError(f"--config.data.npz_split=-1 trains on every row of the npz file, the "
                          f"{part} rows included; set it to the training rows' `split` value")
-    else:
-      raise ValueError(f"--config.data.source={data_cfg.source} has no fixed {part} split; use "
-                       "--config.split.mode=kfold, or the npz, tfds or image_folder source")
   if value == train or (key == "val_split" and value == str(data_cfg.test_split)):
     same = "the training split" if value == train else "--config.data.test_split"
     raise ValueError(f"--config.data.{key}={value!r} names the same examples as {same}; a fixed "

@@ -50,7 +50,8 @@ def _find_images(image_dir: pathlib.Path, entries: Sequence[str], where: str) ->
         f"{len(missing)} of {len(entries)} images listed in {where} are not under {image_dir} "
         f"(e.g. {_examples(missing)}; it holds {count} image files, searched by file name and by "
         "name without extension in all its sub-folders); fix --config.data.image_dir, or "
-        "--config.data.image_key if that column does not name the images")
+        "--config.data.image_key if that column does not name the images, or remove the rows "
+        "of images that are really missing from the CSV")
   if ambiguous:
     raise ValueError(
         f"{len(ambiguous)} image(s) listed in {where} match several files under {image_dir} (e.g. "
