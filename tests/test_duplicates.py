@@ -11,7 +11,7 @@ from PIL import Image
 import pytest
 from sklearn import datasets, model_selection
 
-from jimb.data import duplicates
+from jimb.data import content_hash, duplicates
 from jimb.data.dataset import Dataset
 from jimb.data.splits import Fold, make_folds
 
@@ -73,7 +73,7 @@ def _hand_images():
 def _brute_force_pairs(x, near_distance):
   """Every pair (i < j) with its kind: 'exact' (same bytes) or 'near' (hashes close)."""
   flat = x.reshape(len(x), -1)
-  h = duplicates.image_hashes(x)
+  h = content_hash.image_hashes(x)
   i, j = np.triu_indices(len(x), 1)
   exact = np.all(flat[i] == flat[j], axis=1)
   dist = np.bitwise_count(h[i] ^ h[j])
@@ -98,8 +98,8 @@ def test_altered_copy_is_a_near_duplicate():
   """JPEG at quality 60, 64 -> 60 pixels and +10 gray levels keep the hash within 4 bits."""
   for images in (_natural_images(40, seed=2), _digits()[0][:40]):
     copies = [_altered(im) for im in images]
-    h = duplicates.image_hashes(images)
-    h_copy = np.concatenate([duplicates.image_hashes(c[None]) for c in copies])
+    h = content_hash.image_hashes(images)
+    h_copy = np.concatenate([content_hash.image_hashes(c[None]) for c in copies])
     assert np.bitwise_count(h ^ h_copy).max() <= 4
     # The same, once a loader has brought the copies back to the dataset's size.
     dup = duplicates.find(_dataset(np.concatenate([images, [_resized(c, 64) for c in copies]])))
@@ -133,21 +133,21 @@ def test_table_rows_exact_only_with_nan_alike():
 
 def test_components_hand_case():
   pairs = np.array([[0, 3], [3, 5], [6, 1], [5, 0], [7, 7]])
-  assert duplicates.components(8, pairs).tolist() == [0, 1, 2, 0, 4, 0, 1, 7]
-  assert duplicates.components(3, np.zeros((0, 2))).tolist() == [0, 1, 2]
+  assert content_hash.components(8, pairs).tolist() == [0, 1, 2, 0, 4, 0, 1, 7]
+  assert content_hash.components(3, np.zeros((0, 2))).tolist() == [0, 1, 2]
   dup = duplicates.find(_dataset(_hand_images()))
   assert dup.component.tolist() == [0, -1, 0, -1, 0, 1, 1]
   assert dup.exact_pairs == 2 and dup.near_pairs == 2  # (0, 4) and (2, 4)
   assert dup.num_involved == 5 and dup.num_groups == 2
 
 
-@pytest.mark.parametrize("block", [997, duplicates._BLOCK])
+@pytest.mark.parametrize("block", [997, content_hash._BLOCK])
 @pytest.mark.parametrize("spread", [True, False])
 @pytest.mark.parametrize("near_distance", [0, 1, 4, 9])
 def test_near_pairs_match_all_pairs(spread, near_distance, block, monkeypatch):
   """Banded search (spread hashes) and the all-pairs fallback (clustered) against brute force,
   in one block of candidates or many."""
-  monkeypatch.setattr(duplicates, "_BLOCK", block)
+  monkeypatch.setattr(content_hash, "_BLOCK", block)
   rng = np.random.default_rng(near_distance)
   h = rng.integers(0, 2**64, 1500, dtype=np.uint64, endpoint=False)
   if not spread:
@@ -155,7 +155,7 @@ def test_near_pairs_match_all_pairs(spread, near_distance, block, monkeypatch):
   flips = rng.integers(0, 64, (300, 3)).astype(np.uint64)
   near = h[:300] ^ np.bitwise_or.reduce(np.uint64(1) << flips, axis=1)
   h = np.concatenate([h, near, h[:20]])  # close pairs and exact repeats
-  pairs, dist = duplicates.near_pairs(h, near_distance)
+  pairs, dist = content_hash.near_pairs(h, near_distance)
   i, j = np.triu_indices(len(h), 1)
   d = np.bitwise_count(h[i] ^ h[j])
   keep = d <= near_distance
@@ -290,7 +290,7 @@ def test_twenty_thousand_images_sanity():
   seconds = time.perf_counter() - start
   h = rng.integers(0, 2**64, 60000, dtype=np.uint64, endpoint=False)
   start = time.perf_counter()
-  duplicates.near_pairs(h, 4)
+  content_hash.near_pairs(h, 4)
   print(f"find on 20000 16x16 images: {seconds:.2f} s; "
         f"near_pairs on 60000 hashes: {time.perf_counter() - start:.2f} s")
   assert dup.exact_pairs == 10 and dup.near_pairs == 10 and dup.num_groups == 20

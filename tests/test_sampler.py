@@ -84,7 +84,7 @@ def test_instance_draws_distinct_examples():
   assert idx.shape == (3, 30) and len(np.unique(idx)) == 90
 
 
-@pytest.mark.parametrize("mode", sampler_lib.MODES)
+@pytest.mark.parametrize("mode", sampler_lib.MODES.names())
 @pytest.mark.parametrize("batch", [7, 32, 100])
 def test_steps_per_epoch_follow_the_real_example_count(mode, batch):
   s = make(mode, batch=batch)

@@ -16,7 +16,8 @@ Log = Callable[[str], None]
 
 
 def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dict]:
-  """Source -> imbalance profile -> class-size check -> folds, with the counts at each stage.
+  """Source -> imbalance profile -> class-size check -> duplicates -> folds, with the counts at
+  each stage.
 
   With split.mode=holdout the profile thins the training split only and the source's test split
   is the single fold's test part, as the long-tailed benchmarks prescribe; a fixed validation
@@ -26,40 +27,63 @@ def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dic
     raise ValueError(f"--config.data.val_split={config.data.val_split!r} is the validation part "
                      "of --config.split.mode=holdout; k-fold carves validation from each training "
                      "part (split.val_fraction): unset data.val_split, or use holdout")
+  if config.data.duplicates not in duplicates.POLICIES:
+    raise ValueError(f"unknown --config.data.duplicates={config.data.duplicates!r}; choose one "
+                     f"of {duplicates.POLICIES}")
   source = sources.load_source(config.data)
   per_fold = config.imbalance.profile in scenarios.SCENARIOS   # seed 001: thin each fold's training part
-  ds = source if per_fold else imbalance.make_imbalanced(source, config.imbalance, seed=config.seed)
-  counts = ds.class_counts()   # what training and validation draw from
   if per_fold and config.split.mode != "kfold":
     raise ValueError(f"--config.imbalance.profile={config.imbalance.profile} thins the training "
                      "part of each fold; use --config.split.mode=kfold")
+  ds = source if per_fold else imbalance.make_imbalanced(source, config.imbalance, seed=config.seed)
   _check_two_classes(ds)
-  policy = config.data.duplicates
-  if policy not in duplicates.POLICIES:
-    raise ValueError(f"unknown --config.data.duplicates={policy!r}; choose one of "
-                     f"{duplicates.POLICIES}")
   if config.split.mode == "holdout":
-    num_train, fixed_val = len(ds.y), None
-    if config.data.val_split:
-      val = sources.load_test_source(config.data, "val_split")
-      fixed_val = np.arange(num_train, num_train + len(val.y))
-      ds = dataset.concat(ds, val)
-    ds = dataset.concat(ds, sources.load_test_source(config.data))
-    found = _find_duplicates(ds, config.data)
-    folds = [splits.holdout_fold(ds, num_train, config.split.val_fraction, seed=config.seed,
-                                 val=fixed_val)]
+    ds, counts, folds, found = _holdout(config, ds)
   elif config.split.mode == "kfold":
-    ds = splits.check_class_sizes(ds, config.split.folds, config.split.small_classes,
-                                  val_fraction=config.split.val_fraction, seed=config.seed)
-    counts = ds.class_counts()
-    found = _find_duplicates(ds, config.data)
-    if policy == "group":   # duplicates share a group, so no fold splits them
-      ds = duplicates.with_groups(ds, found)
-    folds = splits.make_folds(ds, config.split.folds, config.split.val_fraction, seed=config.seed)
-    if per_fold:
-      folds = [_thinned(config, ds, fold) for fold in folds]
+    ds, counts, folds, found = _kfold(config, ds, per_fold)
   else:
     raise ValueError(f"unknown --config.split.mode={config.split.mode!r}; choose kfold or holdout")
+  info = _info(config, source, ds, counts, folds, log)
+  if found is not None:
+    line = duplicates.check(found, folds, config.data.duplicates)   # raises for "error" and a leak
+    if line:
+      log(f"duplicates: {line}")
+    info["duplicates"] = duplicates.summary(found, folds)
+  return ds, _selected(folds, config.split.only_folds), info
+
+
+def _holdout(config, ds: Dataset):
+  """The source's training split (thinned), its fixed validation split if any, then its test
+  split, as one dataset and one fold: (ds, training counts, [fold], duplicates)."""
+  counts = ds.class_counts()   # what training and validation draw from
+  num_train, fixed_val = len(ds.y), None
+  if config.data.val_split:
+    val = sources.load_test_source(config.data, "val_split")
+    fixed_val = np.arange(num_train, num_train + len(val.y))
+    ds = dataset.concat(ds, val)
+  ds = dataset.concat(ds, sources.load_test_source(config.data))
+  found = _find_duplicates(ds, config.data)
+  fold = splits.holdout_fold(ds, num_train, config.split.val_fraction, seed=config.seed,
+                             val=fixed_val)
+  return ds, counts, [fold], found
+
+
+def _kfold(config, ds: Dataset, per_fold: bool):
+  """Stratified (grouped) k-fold after the class-size check, duplicates grouped when asked:
+  (ds, class counts, folds, duplicates)."""
+  ds = splits.check_class_sizes(ds, config.split.folds, config.split.small_classes,
+                                val_fraction=config.split.val_fraction, seed=config.seed)
+  found = _find_duplicates(ds, config.data)
+  if config.data.duplicates == "group":   # duplicates share a group, so no fold splits them
+    ds = duplicates.with_groups(ds, found)
+  folds = splits.make_folds(ds, config.split.folds, config.split.val_fraction, seed=config.seed)
+  if per_fold:
+    folds = [_thinned(config, ds, fold) for fold in folds]
+  return ds, ds.class_counts(), folds, found
+
+
+def _info(config, source: Dataset, ds: Dataset, counts, folds, log: Log) -> dict:
+  """The data's summary for results.json, and its line in the log."""
   info = {
       "name": ds.name, "num_examples": len(ds.y), "input_shape": list(ds.x.shape[1:]),
       "class_names": list(ds.class_names), **_grouping(config.data, ds),
@@ -73,14 +97,8 @@ def load_data(config, log: Log = print) -> tuple[Dataset, list[splits.Fold], dic
   fixed = f", fixed validation split {config.data.val_split!r}" if config.data.val_split else ""
   log(f"data: {ds.name} {tuple(ds.x.shape)}, {ds.num_classes} classes, counts "
       f"{info['class_counts']} (IR {info['imbalance_ratio']:.1f}), {len(folds)} "
-      f"{'fold' if len(folds) == 1 else 'folds'}, "
-      f"{grouped}{fixed}")
-  if found is not None:
-    line = duplicates.check(found, folds, policy)   # raises for policy "error" and a leak
-    if line:
-      log(f"duplicates: {line}")
-    info["duplicates"] = duplicates.summary(found, folds)
-  return ds, _selected(folds, config.split.only_folds), info
+      f"{'fold' if len(folds) == 1 else 'folds'}, {grouped}{fixed}")
+  return info
 
 
 def _find_duplicates(ds: Dataset, data_cfg) -> duplicates.Duplicates | None:

@@ -12,7 +12,16 @@ import dataclasses
 
 import numpy as np
 
-MODES = ("instance", "class_balanced", "power", "active")
+from jimb.registry import Registry
+
+# Each mode's share of draws per present class, from the class counts and q. "active" draws
+# equal shares until its quotas (TLC) take over through `quota_batches`.
+MODES = Registry("sampler", {
+    "instance": lambda counts, q: counts.astype(np.float64),
+    "class_balanced": lambda counts, q: np.ones(len(counts)),
+    "power": lambda counts, q: counts.astype(np.float64) ** q,
+    "active": lambda counts, q: np.ones(len(counts)),
+})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -45,9 +54,7 @@ class ClassAwareSampler:
     if n and (labels.min() < 0 or labels.max() >= k):
       raise ValueError(f"sampler labels must lie in [0, {k}); found range "
                        f"[{labels.min()}, {labels.max()}]")
-    if self.mode not in MODES:
-      raise ValueError(
-          f"unknown sampler {self.mode!r}; set --config.sampler.name to one of {MODES}")
+    MODES.get(self.mode, "sampler.name")
     if not np.isfinite(self.q):
       raise ValueError(f"sampler q must be a finite number, got {self.q}; "
                        f"set --config.sampler.q=0.5")
@@ -91,12 +98,8 @@ class ClassAwareSampler:
     shares = np.zeros(self.num_classes)
     if class_weights is not None:
       shares[present] = self._checked_weights(class_weights, present)[present]
-    elif self.mode == "instance":
-      shares[present] = counts[present]
-    elif self.mode == "power":
-      shares[present] = counts[present].astype(np.float64) ** self.q
     else:
-      shares[present] = 1.0
+      shares[present] = MODES.get(self.mode)(counts[present], self.q)
     return shares / shares.sum()
 
   def counts_per_epoch(self, class_weights: np.ndarray | None = None) -> np.ndarray:

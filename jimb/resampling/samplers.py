@@ -206,36 +206,7 @@ def resample(name: str, params: dict, x: np.ndarray, y: np.ndarray, *, seed: int
   if not np.all(np.isfinite(flat)):
     raise ValueError(f"{name} got NaN or infinite features{where}; impute them first "
                      "(--config.data.impute=median)")
-  small = _too_small(sampler, name, y)
-  topped_up = None
-  if small:
-    described = ", ".join(f"class {c} ({n} row{'' if n == 1 else 's'})" for c, n in small.items())
-    k = _k(sampler)
-    new_k = min(small.values()) - 1
-    if small_classes == "error":
-      # Only fixes that work: a class of a single row has no neighbour to interpolate with.
-      fixes = [f"--config.{policy_key}=reduce_k (k_neighbors becomes {new_k} where a class "
-               "needs it, logged)",
-               f"k_neighbors={new_k} in the config's {config_key} block "
-               f"(c.{config_key}.k_neighbors = {new_k})"] if new_k >= 1 else []
-      raise ValueError(
-          f"{name} needs more than k_neighbors={k} rows in each class it synthesises, but "
-          f"{described}{where} {'has' if len(small) == 1 else 'have'} too few; set "
-          + ", or ".join([*fixes, f"--config.{policy_key}=ros (random over-sampling tops up "
-                                  "those classes)"]))
-    if small_classes == "reduce_k":
-      if new_k < 1:
-        raise ValueError(f"{described}{where}: a single row has nothing to interpolate with, so "
-                         f"no k_neighbors works; set --config.{policy_key}=ros")
-      logging.warning("%s%s: %s; k_neighbors %d -> %d", name, where, described, k, new_k)
-      sampler.set_params(k_neighbors=new_k)
-    else:
-      targets = _targets(sampler, y)
-      counts = dict(zip(*np.unique(y, return_counts=True)))
-      logging.warning("%s%s: %s topped up by random over-sampling", name, where, described)
-      topped_up = {c: counts[c] + targets[c] for c in small}
-      sampler.set_params(sampling_strategy={c: counts[c] + n for c, n in targets.items()
-                                            if c not in small})
+  topped_up = _small_classes(sampler, name, y, small_classes, where, config_key, policy_key)
   if topped_up is not None and not sampler.sampling_strategy:   # every target class was small
     x_out, y_out, source = flat, y, np.arange(len(y))
   else:
@@ -250,3 +221,38 @@ def resample(name: str, params: dict, x: np.ndarray, y: np.ndarray, *, seed: int
     source = np.concatenate([source, extra])
   x_out = np.asarray(x_out, np.float32).reshape(len(y_out), *x.shape[1:])
   return Resampled(x_out, np.asarray(y_out), source)
+
+
+def _small_classes(sampler, name: str, y: np.ndarray, policy: str, where: str, config_key: str,
+                   policy_key: str) -> dict | None:
+  """Applies `policy` to the classes too small for the sampler's k_neighbors: raises (error),
+  lowers k (reduce_k), or leaves them to random over-sampling (ros: returns their targets)."""
+  small = _too_small(sampler, name, y)
+  if not small:
+    return None
+  described = ", ".join(f"class {c} ({n} row{'' if n == 1 else 's'})" for c, n in small.items())
+  k, new_k = _k(sampler), min(small.values()) - 1
+  if policy == "error":
+    # Only fixes that work: a class of a single row has no neighbour to interpolate with.
+    fixes = [f"--config.{policy_key}=reduce_k (k_neighbors becomes {new_k} where a class "
+             "needs it, logged)",
+             f"k_neighbors={new_k} in the config's {config_key} block "
+             f"(c.{config_key}.k_neighbors = {new_k})"] if new_k >= 1 else []
+    raise ValueError(
+        f"{name} needs more than k_neighbors={k} rows in each class it synthesises, but "
+        f"{described}{where} {'has' if len(small) == 1 else 'have'} too few; set "
+        + ", or ".join([*fixes, f"--config.{policy_key}=ros (random over-sampling tops up "
+                                "those classes)"]))
+  if policy == "reduce_k":
+    if new_k < 1:
+      raise ValueError(f"{described}{where}: a single row has nothing to interpolate with, so "
+                       f"no k_neighbors works; set --config.{policy_key}=ros")
+    logging.warning("%s%s: %s; k_neighbors %d -> %d", name, where, described, k, new_k)
+    sampler.set_params(k_neighbors=new_k)
+    return None
+  targets = _targets(sampler, y)
+  counts = dict(zip(*np.unique(y, return_counts=True)))
+  logging.warning("%s%s: %s topped up by random over-sampling", name, where, described)
+  sampler.set_params(sampling_strategy={c: counts[c] + n for c, n in targets.items()
+                                        if c not in small})
+  return {c: counts[c] + targets[c] for c in small}
