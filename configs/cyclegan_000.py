@@ -36,22 +36,25 @@ def get_config(arg=None):
   c.model.small_cnn = dict(widths=(32, 64, 128), dense=128, dropout=0.25, batch_norm=True)
   c.optim.update(dict(name="adam", learning_rate=1e-3))
   c.train.update(dict(batch_size=64, epochs=10, select_metric="macro_f1"))
-  c.synth.update(dict(budget="ceil_multiple", source_class=-1, ngf=8, ndf=8, n_blocks=2,
-                      n_layers_D=2, batch_size=16, n_epochs=1, n_epochs_decay=1, filter="none",
-                      judge_epochs=3, judge_batch_size=64, log_every=50))
+  c.synth.update(dict(budget="ceil_multiple", filter="none", judge_epochs=3, judge_batch_size=64,
+                      log_every=50))
+  c.synth.cyclegan.update(dict(source_class="majority", ngf=8, ndf=8, n_blocks=2, n_layers_D=2,
+                               batch_size=16, n_epochs=1, n_epochs_decay=1))
   c.sweep.update(dict(control="ORG", per_class=True))
   if a.full:
     c.data.image_size = 224
     c.split.only_folds = ""
     c.model.update(dict(name="efficientnet_b3", pretrained="imagenet"))
     c.train.update(dict(batch_size=32, epochs=30))
-    c.synth.update(dict(ngf=64, ndf=64, n_blocks=9, n_layers_D=3, batch_size=1, n_epochs=100,
-                        n_epochs_decay=100, judge_batch_size=32))
+    c.synth.judge_batch_size = 32
+    c.synth.cyclegan.update(dict(ngf=64, ndf=64, n_blocks=9, n_layers_D=3, batch_size=1,
+                                 n_epochs=100, n_epochs_decay=100))
   if a.tiny:
     c.model.small_cnn.update(dict(widths=(4, 8), dense=16))
     c.train.epochs = 1
-    c.synth.update(dict(ngf=4, ndf=4, n_blocks=1, n_layers_D=1, batch_size=8, n_epochs=1,
-                        n_epochs_decay=0, judge_epochs=1, log_every=50))
+    c.synth.update(dict(judge_epochs=1, log_every=50))
+    c.synth.cyclegan.update(dict(ngf=4, ndf=4, n_blocks=1, n_layers_D=1, batch_size=8, n_epochs=1,
+                                 n_epochs_decay=0))
   return c
 
 

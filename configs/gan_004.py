@@ -19,9 +19,10 @@ ARMS = {
     "original": {},
     "augment": {"augment.enabled": True},
     "vanilla_gan": {"synth.method": "dcgan"},
-    "lsgan": {"synth.method": "lsgan", "synth.arch": "mlp"},
-    "cgan": {"synth.method": "cgan", "synth.arch": "mlp"},
+    "lsgan": {"synth.method": "lsgan", "synth.lsgan.arch": "mlp"},
+    "cgan": {"synth.method": "cgan", "synth.cgan.arch": "mlp"},
 }
+GANS = ("dcgan", "lsgan", "cgan")   # the arms' GANs, sized alike
 
 
 def get_config(arg=None):
@@ -36,19 +37,22 @@ def get_config(arg=None):
   c.model.small_cnn = dict(widths=(32, 64, 128), dense=128, dropout=0.25, batch_norm=True)
   c.optim.update(dict(name="adam", learning_rate=1e-3))
   c.train.update(dict(batch_size=32, epochs=10, select_metric="macro_f1"))
-  # Adam 2e-4, betas 0.5 / 0.999, latent 100, batch 32: the seed's GAN settings.
-  c.synth.update(dict(budget="majority", latent_dim=100, widths="64,32", hidden="256,512",
-                      steps=1500, batch_size=32, filter="none",
-                      judge_epochs=3, log_every=250))
+  c.synth.update(dict(budget="majority", filter="none", judge_epochs=3, log_every=250))
+  # Adam 2e-4, betas 0.5 / 0.999 (the GANs' defaults), latent 100, batch 32: the seed's settings.
+  for gan in GANS:
+    c.synth[gan].update(dict(latent_dim=100, widths="64,32", hidden="256,512", steps=1500,
+                             batch_size=32))
   c.sweep.update(dict(control="original", per_class=True))
   if a.full:
     c.data.image_size = 64
-    c.synth.update(dict(widths="512,256,128,64", hidden="256,512,1024", steps=4000))
+    for gan in GANS:
+      c.synth[gan].update(dict(widths="512,256,128,64", hidden="256,512,1024", steps=4000))
   if a.tiny:
     c.model.small_cnn.update(dict(widths=(4, 8), dense=16))
     c.train.epochs = 1
-    c.synth.update(dict(latent_dim=8, widths="8,4", hidden="16", steps=4, batch_size=8,
-                        judge_epochs=1, judge_batch_size=32, log_every=2))
+    c.synth.update(dict(judge_epochs=1, judge_batch_size=32, log_every=2))
+    for gan in GANS:
+      c.synth[gan].update(dict(latent_dim=8, widths="8,4", hidden="16", steps=4, batch_size=8))
   return c
 
 

@@ -17,6 +17,19 @@ from jimb import metrics
 
 _OPTION_BLOCKS = ("loss", "model", "resample.image", "resample.feature")
 
+# Keys that choose what to run, show or store, never what a stage computes, by stage: a resumed
+# run may change them (jimb.workdir), and the synthesis cache is not keyed on its own.
+FREE_KEYS = (
+    # the fold loop: which folds run, how often it logs and checkpoints (resumes are exact)
+    "split.only_folds", "train.log_every_epochs", "train.checkpoint_every_steps",
+    # the data: duplicates warn or refuse; grouping them changes the folds, which their stored
+    # indices guard
+    "data.duplicates",
+    # synthesis (jimb.balance.synthesis): where its cache lives, how often its generators log and
+    # checkpoint (resumes are exact), below how many real rows it warns
+    "synth.cache_dir", "synth.log_every", "synth.checkpoint_every", "synth.min_real_rows",
+)
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -153,33 +166,31 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   # Synthesis of minority-class samples by generative models (jimb.generative), trained inside
-  # each fold on its training part only; synthetic rows are marked and only ever train. Trained
-  # generators, the judge and the samples are cached per (data, split, seed, fold, these keys)
-  # under cache_dir, so resumed and repeated runs reuse them.
+  # each fold on its training part only; synthetic rows are marked and only ever train. Plain keys
+  # apply to any method; the block named after a method holds all its generators' options at
+  # their defaults (synth.dcgan.steps; the command line sets keys but cannot add them), checked
+  # by the method's registry entry (jimb.balance.synthesis). Trained generators, the judge and
+  # the samples are cached per (data, split, seed, fold, these keys) under cache_dir, so resumed
+  # and repeated runs reuse them.
+  gan = dict(                # every GAN's options, at DCGAN's defaults where its block keeps them
+      arch="auto",           # auto (conv for images, mlp for tables) | conv | mlp
+      latent_dim=100,
+      widths="64,32",        # conv: generator channels per stage, smallest stage first
+      hidden="256,256",      # mlp: hidden layer sizes
+      steps=2000,            # generator updates
+      batch_size=64,
+      learning_rate=2e-4,    # Adam, DCGAN's settings
+      beta1=0.5,
+      beta2=0.999,
+  )
   c.synth = ml_collections.ConfigDict(dict(
       method="none",         # none | dcgan | lsgan | cgan | wgan_gp | cyclegan
-      arch="auto",           # GANs: auto (conv for images, mlp for lsgan and tables) | conv | mlp
       budget="majority",     # majority | min_count | ceil_multiple (seed 000's S_i) | counts
       min_count=800,         # budget=min_count
       counts="",             # budget=counts: "class:total,..." target totals per class
       classes="",            # comma-separated classes that may receive samples ("" = all)
       min_real_rows=10,      # warn for a class to receive samples with fewer real training rows (its generator mostly copies them)
-      latent_dim=100,
-      widths="",             # conv GANs: generator channels per stage, smallest stage first ("" = default)
-      hidden="256,256",      # mlp GANs
       stack="auto",          # train the per-class models as one vmapped stack: auto (not conv on CPU) | always | never
-      steps=2000,            # GANs: generator updates
-      batch_size=64,
-      learning_rate=0.0,     # Adam; 0: the method's default (2e-4; WGAN-GP 1e-4)
-      beta1=-1.0,            # < 0: the method's default (0.5; WGAN-GP 0.0)
-      beta2=-1.0,            # < 0: the method's default (0.999; WGAN-GP 0.9)
-      n_critic=5,            # wgan_gp
-      gp_weight=10.0,        # wgan_gp
-      # cyclegan: the reference implementation's option names and defaults
-      source_class=-1,       # the domain translated from (-1: the majority class)
-      ngf=64, ndf=64, n_blocks=9, n_layers_D=3,
-      lambda_A=10.0, lambda_B=10.0, lambda_identity=0.5, pool_size=50,
-      n_epochs=100, n_epochs_decay=100,   # an epoch: one pass over the source class
       # quality: a judge classifier (model block) trained on the real training part
       filter="none",         # none | classifier | knn | both: reject synthetic rows
       filter_k=5,            # knn filter: k of the class's k-NN manifold
@@ -190,6 +201,23 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_every=500,
       log_every=100,
       cache_dir="",          # "" = <workdir>/synthesis
+      dcgan=dict(gan),       # transposed-conv generator, BCE
+      lsgan=dict(gan, arch="mlp"),   # least squares; fully connected, as in seed 004
+      cgan=dict(gan, embed_dim=50),  # one conditional model; embed_dim: label embedding size
+      # Gulrajani et al.'s Algorithm 1: n_critic critic updates per generator update
+      wgan_gp=dict(gan, learning_rate=1e-4, beta1=0.0, beta2=0.9, n_critic=5, gp_weight=10.0),
+      # the reference implementation's names and defaults (junyanz/pytorch-CycleGAN-and-pix2pix)
+      cyclegan=dict(
+          source_class="majority",   # domain A, translated from: majority | a class name or index
+          ngf=64, ndf=64, n_blocks=9, n_layers_D=3,
+          lambda_A=10.0, lambda_B=10.0, lambda_identity=0.5, pool_size=50,
+          gan_mode="lsgan",          # lsgan | vanilla
+          no_flip=False,             # True: no random horizontal flips of either domain
+          n_epochs=100, n_epochs_decay=100,   # an epoch: one pass over the source class
+          batch_size=1,
+          learning_rate=2e-4,        # Adam, beta2 0.999
+          beta1=0.5,
+      ),
   ))
 
   # Decoupled stage 2 after training (jimb.training.head): crt re-trains the classifier on frozen
@@ -216,8 +244,9 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   # Per-class accuracy grouped by training-set size, as in long-tailed recognition papers:
-  # many-shot (> many_shot examples), medium, few-shot (< few_shot).
-  c.report = ml_collections.ConfigDict(dict(many_shot=100, few_shot=20))
+  # many-shot (> many_shot examples), medium, few-shot (< few_shot). `bootstrap`: stratified
+  # bootstrap resamples for the pooled metrics' 95 % intervals (0: none).
+  c.report = ml_collections.ConfigDict(dict(many_shot=100, few_shot=20, bootstrap=1000))
 
   c.checkpoint = ml_collections.ConfigDict(dict(
       keep_latest=1,
@@ -242,19 +271,25 @@ RANGES = {
     "train.batch_size": (1, None), "train.eval_batch_size": (1, None), "train.epochs": (1, None),
     "train.patience": (0, None), "train.log_every_epochs": (1, None),
     "train.checkpoint_every_steps": (0, None),
-    "synth.min_count": (0, None), "synth.latent_dim": (1, None), "synth.steps": (1, None),
-    "synth.batch_size": (1, None), "synth.learning_rate": (0, None), "synth.n_critic": (1, None),
-    "synth.gp_weight": (0, None), "synth.ngf": (1, None), "synth.ndf": (1, None),
-    "synth.n_blocks": (0, None), "synth.n_layers_D": (0, None), "synth.lambda_A": (0, None),
-    "synth.lambda_B": (0, None), "synth.lambda_identity": (0, None), "synth.pool_size": (0, None),
-    "synth.n_epochs": (0, None), "synth.n_epochs_decay": (0, None), "synth.filter_k": (1, None),
-    "synth.max_rounds": (1, None), "synth.judge_epochs": (0, None),
-    "synth.judge_batch_size": (1, None), "synth.score_k": (1, None),
-    "synth.checkpoint_every": (0, None), "synth.log_every": (1, None),
+    "synth.min_count": (0, None), "synth.filter_k": (1, None), "synth.max_rounds": (1, None),
+    "synth.judge_epochs": (0, None), "synth.judge_batch_size": (1, None),
+    "synth.score_k": (1, None), "synth.checkpoint_every": (0, None), "synth.log_every": (1, None),
     "synth.min_real_rows": (1, None),
+    **{f"synth.{method}.{key}": bound for method in ("dcgan", "lsgan", "cgan", "wgan_gp")
+       for key, bound in (("latent_dim", (1, None)), ("steps", (1, None)),
+                          ("batch_size", (1, None)), ("learning_rate", ("(", 0, None)),
+                          ("beta1", (0, 1)), ("beta2", (0, 1)))},
+    "synth.cgan.embed_dim": (1, None), "synth.wgan_gp.n_critic": (1, None),
+    "synth.wgan_gp.gp_weight": (0, None),
+    **{f"synth.cyclegan.{key}": bound for key, bound in (
+        ("ngf", (1, None)), ("ndf", (1, None)), ("n_blocks", (0, None)), ("n_layers_D", (0, None)),
+        ("lambda_A", (0, None)), ("lambda_B", (0, None)), ("lambda_identity", (0, None)),
+        ("pool_size", (0, None)), ("n_epochs", (0, None)), ("n_epochs_decay", (0, None)),
+        ("batch_size", (1, None)), ("learning_rate", ("(", 0, None)), ("beta1", (0, 1)))},
     "stage2.epochs": (1, None), "stage2.batch_size": (1, None),
     "stage2.learning_rate": ("(", 0, None),
     "sweep.alpha": ("(", 0, 1), "report.many_shot": (0, None), "report.few_shot": (0, None),
+    "report.bootstrap": (0, None),
     "checkpoint.keep_latest": (1, None), "checkpoint.keep_best": (1, None),
 }
 

@@ -39,7 +39,7 @@ def held(workdir: epath.Path, mode: str) -> Iterator[None]:
     workdir.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as e:
-    raise PermissionError(f"cannot write the lock file {path} ({e.strerror}); a {mode} run "
+    raise PermissionError(f"cannot write the lock file {path} ({e.strerror}); the {mode} run "
                           "writes its results in that folder: make it (and the lock file) "
                           "writable, or copy the folder somewhere writable") from e
   try:

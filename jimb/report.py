@@ -2,7 +2,8 @@
 
 Two summaries are given and labelled, because they differ with rare classes: the mean over
 folds of each fold's metric, and the metric of the pooled out-of-fold predictions (every
-example predicted exactly once, by the fold that held it out).
+example predicted exactly once, by the fold that held it out). The pooled summary also holds
+stratified bootstrap intervals (`ci`) for the headline metrics.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from jimb import metrics
 
-SHOWN = ("accuracy", "macro_f1", "balanced_accuracy", "roc_auc", "pr_auc", "cba", "mavg", "mcc")
+SHOWN = metrics.METRIC_NAMES + metrics.LOWER_IS_BETTER
 
 
 def one_line(m: dict) -> str:
@@ -21,9 +22,10 @@ def one_line(m: dict) -> str:
 
 
 def max_metric_diff(a: dict, b: dict) -> float:
-  """Largest absolute difference over the scalar metrics (NaN == NaN)."""
+  """Largest absolute difference over the scalar metrics that `a` holds (NaN == NaN); a record
+  stored before a metric existed lacks it."""
   diffs = [0.0 if (math.isnan(a[k]) and math.isnan(b[k])) else abs(a[k] - b[k])
-           for k in metrics.METRIC_NAMES]
+           for k in SHOWN if k in a]
   return max(diffs)
 
 
@@ -31,17 +33,20 @@ def assemble(config: dict, data: dict, folds, records: list[dict], labels: np.nd
              probs: list[np.ndarray]) -> dict:
   k = len(data["class_names"])
   index = np.concatenate([f.test for f in folds])
-  pooled = metrics.classification_metrics(labels[index], np.concatenate(probs), k)
-  return {
-      "config": config,
-      "data": data,
-      "folds": records,
-      "summary": {
-          "mean_std": metrics.summarize([r["test"] for r in records]),
-          "pooled": pooled,
-          "pooled_note": "metrics of all out-of-fold test predictions pooled into one confusion matrix",
-      },
+  pooled_probs = np.concatenate(probs)
+  pooled = metrics.classification_metrics(labels[index], pooled_probs, k)
+  summary = {
+      "mean_std": metrics.summarize([r["test"] for r in records]),
+      "pooled": pooled,
+      "pooled_note": "metrics of all out-of-fold test predictions pooled into one confusion matrix",
   }
+  resamples = config["report"]["bootstrap"]
+  if resamples:
+    pooled["ci"] = metrics.bootstrap_ci(labels[index], pooled_probs, k, resamples, config["seed"])
+    summary["ci_note"] = (
+        f"pooled 95% CI: stratified bootstrap (resampling within each class), {resamples} "
+        f"resamples, percentile method, seed {config['seed']}")
+  return {"config": config, "data": data, "folds": records, "summary": summary}
 
 
 def summary_table(results: dict) -> str:
@@ -56,11 +61,19 @@ def summary_table(results: dict) -> str:
       f"{ms[s]['mean']:>11.4f} +/-{ms[s]['std']:.3f}"[-19:].rjust(19) for s in SHOWN))
   pooled = results["summary"]["pooled"]
   lines.append(f"{'pooled':>14}" + "".join(f"{pooled[s]:>19.4f}" for s in SHOWN))
+  if "ci" in pooled:
+    ci = pooled["ci"]
+    lines.append(f"{'pooled 95% CI':>14}" + "".join(
+        (f"[{ci[s][0]:.3f}, {ci[s][1]:.3f}]" if s in ci else "").rjust(19) for s in SHOWN).rstrip())
+    lines.append(results["summary"]["ci_note"])
+  lines.append(f"lower is better for {' and '.join(metrics.LOWER_IS_BETTER)}, higher for the rest")
   lines.append("")
-  lines.append("pooled per-class:")
-  lines.append(f"{'class':>14}{'support':>10}{'precision':>11}{'recall':>9}{'f1':>9}")
+  lines.append("pooled per-class (sensitivity = recall; one-vs-rest specificity and ROC-AUC):")
+  lines.append(f"{'class':>14}{'support':>10}{'precision':>11}{'sensitivity':>13}"
+               f"{'specificity':>13}{'f1':>9}{'roc_auc':>9}")
   pc = pooled["per_class"]
   for i, name in enumerate(names):
     lines.append(f"{name[:14]:>14}{pc['support'][i]:>10}{pc['precision'][i]:>11.4f}"
-                 f"{pc['recall'][i]:>9.4f}{pc['f1'][i]:>9.4f}")
+                 f"{pc['sensitivity'][i]:>13.4f}{pc['specificity'][i]:>13.4f}"
+                 f"{pc['f1'][i]:>9.4f}{pc['roc_auc'][i]:>9.4f}")
   return "\n".join(lines)

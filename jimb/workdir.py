@@ -25,9 +25,6 @@ from jimb.data import fingerprint as fingerprint_lib
 from jimb.data.dataset import Dataset
 from jimb.data.splits import Fold
 
-# Keys that choose what to run or show, not what a fold computes: they may change on resume.
-FREE_KEYS = ("split.only_folds", "train.log_every_epochs", "train.checkpoint_every_steps",
-              "synth.cache_dir", "synth.log_every", "synth.min_real_rows", "data.duplicates")
 _FREE_BLOCKS = ("sweep.",)   # how a sweep tabulates its cells
 # Blocks whose other keys matter only when their `method` is not "none".
 _UNUSED_WHEN_OFF = ("synth.",)
@@ -46,7 +43,7 @@ def config_differences(old: dict, new: dict, post_hoc_free: bool = False) -> lis
   # Without synthesis its options change nothing (an arm of a comparison without a GAN).
   unused = tuple(p for p in _UNUSED_WHEN_OFF if old.get(p + "method") == new.get(p + "method")
                  == "none")
-  free = lambda k: (k in FREE_KEYS or k.startswith(_FREE_BLOCKS)
+  free = lambda k: (k in config_lib.FREE_KEYS or k.startswith(_FREE_BLOCKS)
                     or (post_hoc_free and k.startswith(POST_HOC)) or k.startswith(unused))
   return sorted(k for k in old.keys() | new.keys() if not free(k) and old.get(k) != new.get(k))
 

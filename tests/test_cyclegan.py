@@ -69,27 +69,31 @@ def test_instance_norm_matches_numpy():
 def test_bad_options_name_the_fix():
   with pytest.raises(ValueError, match="multiple of 4.*--config.data.image_size"):
     cg.CycleSpec((10, 10, 3))
-  with pytest.raises(ValueError, match="--config.synth.n_layers_D"):
+  with pytest.raises(ValueError, match="--config.synth.cyclegan.n_layers_D"):
     cg.CycleSpec((8, 8, 1), n_layers_D=2)
-  with pytest.raises(ValueError, match="--config.synth.gan_mode"):
+  with pytest.raises(ValueError, match="--config.synth.cyclegan.gan_mode"):
     cg.CycleSpec((8, 8, 1), n_layers_D=1, gan_mode="wgangp")
   source, targets = _data()
   with pytest.raises(ValueError, match="in \\[0, 1\\]"):
     cg.train(SPEC, source * 255, targets, jax.random.key(0))
-  with pytest.raises(ValueError, match="--config.synth.batch_size=3 must be a multiple of the 2"):
+  with pytest.raises(ValueError,
+                     match="--config.synth.cyclegan.batch_size=3 must be a multiple of the 2"):
     cg.train(cg.CycleSpec((8, 8, 1), n_layers_D=1, batch_size=3), source, targets,
              jax.random.key(0), mesh=mesh_lib.make_mesh(jax.devices()[:2]))
 
 
 def test_spec_from_config():
-  cfg = ml_collections.ConfigDict(dict(learning_rate=0.0, batch_size=2, ngf=8, n_epochs=5,
-                                       lambda_identity=0.0, num_per_class=7))
+  cfg = ml_collections.ConfigDict(dict(source_class="majority", batch_size=2, ngf=8, n_epochs=5,
+                                       lambda_identity=0.0))
   spec = cg.spec_from_config(cfg, (32, 32, 3))
   assert (spec.lr, spec.batch_size, spec.ngf, spec.n_epochs, spec.lambda_identity) == (
       2e-4, 2, 8, 5, 0.0)
   assert (spec.ndf, spec.n_blocks, spec.pool_size, spec.n_epochs_decay) == (64, 9, 50, 100)
   cfg.learning_rate = 1e-3
   assert cg.spec_from_config(cfg, (32, 32, 3)).lr == 1e-3
+  cfg.num_per_class = 7
+  with pytest.raises(ValueError, match=r"synth.cyclegan has no option\(s\) \['num_per_class'\]"):
+    cg.spec_from_config(cfg, (32, 32, 3))
 
 
 def test_image_pool_follows_the_reference():
@@ -250,6 +254,6 @@ def test_divergence_names_the_pair():
   spec = cg.CycleSpec((8, 8, 1), ngf=4, ndf=4, n_blocks=1, n_layers_D=1, pool_size=4, lr=1e20,
                       n_epochs=1, n_epochs_decay=0, batch_size=4)
   with pytest.raises(FloatingPointError, match="CycleGAN for nv->mel diverged at step 2.*"
-                     "--config.synth.learning_rate"):
+                     "--config.synth.cyclegan.learning_rate"):
     cg.train(spec, source, targets, jax.random.key(0), members=["nv->mel", "nv->df"],
              log=lambda m: None)

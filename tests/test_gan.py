@@ -121,7 +121,7 @@ def test_mesh_training_matches_one_device():
   single = gan.train(spec, data, keys, log=quiet)
   for a, b in zip(leaves(sharded.state), leaves(single.state), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  with pytest.raises(ValueError, match="--config.synth.batch_size=6"):
+  with pytest.raises(ValueError, match="--config.synth.dcgan.batch_size=6"):
     gan.train(gan.GANSpec("dcgan", IMAGE, steps=3, **{**TINY, "batch_size": 6}), data, keys,
               mesh=mesh, log=quiet)
 
@@ -183,9 +183,10 @@ def test_divergence_names_the_member(monkeypatch):
 
 
 def test_bad_inputs_name_the_fix():
-  with pytest.raises(ValueError, match=r"\(8, 8, 1\).*divisible by 16.*--config.synth.widths=8,4"):
+  with pytest.raises(ValueError,
+                     match=r"\(8, 8, 1\).*divisible by 16.*--config.synth.dcgan.widths=8,4"):
     gan.GANSpec("dcgan", IMAGE, widths=(8, 4, 4, 4))
-  with pytest.raises(ValueError, match="--config.synth.arch=mlp"):
+  with pytest.raises(ValueError, match="--config.synth.dcgan.arch=mlp"):
     gan.GANSpec("dcgan", (5,), arch="conv")
   with pytest.raises(ValueError, match="--config.synth.method='vae'.*dcgan"):
     gan.GANSpec("vae", IMAGE)
@@ -200,17 +201,20 @@ def test_bad_inputs_name_the_fix():
 
 def test_spec_from_config():
   cfg = ml_collections.ConfigDict(dict(
-      method="wgan_gp", arch="auto", latent_dim=16, widths="16,8", hidden="", steps=10,
-      batch_size=8, learning_rate=0.0, beta1=-1.0, beta2=-1.0, n_critic=3, gp_weight=5.0))
-  spec = gan.spec_from_config(cfg, (28, 28, 3), num_classes=4)
+      arch="auto", latent_dim=16, widths="16,8", hidden="256,256", steps=10, batch_size=8,
+      learning_rate=1e-4, beta1=0.0, beta2=0.9, n_critic=3, gp_weight=5.0))
+  spec = gan.spec_from_config("wgan_gp", cfg, (28, 28, 3), num_classes=4)
   assert (spec.arch, spec.widths, spec.hidden, spec.num_classes) == ("conv", (16, 8), (256, 256), 0)
   assert (spec.learning_rate, spec.beta1, spec.beta2, spec.n_critic) == (1e-4, 0.0, 0.9, 3)
-  cfg.update(dict(method="cgan", learning_rate=1e-3, beta1=0.0, beta2=0.99))
-  spec = gan.spec_from_config(cfg, (28, 28, 3), num_classes=4)
+  with pytest.raises(ValueError, match=r"--config.synth.cgan has no option\(s\) "
+                     r"\['gp_weight', 'n_critic'\]"):
+    gan.spec_from_config("cgan", cfg, (28, 28, 3), num_classes=4)
+  del cfg["n_critic"], cfg["gp_weight"]
+  cfg.update(dict(learning_rate=1e-3, beta2=0.99))
+  spec = gan.spec_from_config("cgan", cfg, (28, 28, 3), num_classes=4)
   assert (spec.num_classes, spec.learning_rate, spec.beta1, spec.beta2) == (4, 1e-3, 0.0, 0.99)
-  cfg.method = "smote"
   with pytest.raises(ValueError, match="--config.synth.method"):
-    gan.spec_from_config(cfg, (28, 28, 3), num_classes=4)
-  cfg.update(dict(method="dcgan", widths="64;32"))
-  with pytest.raises(ValueError, match="--config.synth.widths"):
-    gan.spec_from_config(cfg, (28, 28, 3), num_classes=4)
+    gan.spec_from_config("smote", cfg, (28, 28, 3), num_classes=4)
+  cfg.widths = "64;32"
+  with pytest.raises(ValueError, match="--config.synth.dcgan.widths"):
+    gan.spec_from_config("dcgan", cfg, (28, 28, 3), num_classes=4)

@@ -27,18 +27,20 @@ from jimb import distributed
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config=configs/default.py:tiny"]
 GAN = [*TINY, "--config.split.folds=2", "--config.split.only_folds=0",
-       "--config.synth.method=lsgan", "--config.synth.latent_dim=8", "--config.synth.hidden=16",
-       "--config.synth.steps=4", "--config.synth.batch_size=8", "--config.synth.judge_epochs=1",
+       "--config.synth.method=lsgan", "--config.synth.lsgan.latent_dim=8",
+       "--config.synth.lsgan.hidden=16", "--config.synth.lsgan.steps=4",
+       "--config.synth.lsgan.batch_size=8", "--config.synth.judge_epochs=1",
        "--config.synth.judge_batch_size=32", "--config.synth.log_every=2",
        # stage 2 on JAX SMOTE-resampled features: head re-training under several processes too
        "--config.stage2.method=feature_resample", "--config.resample.feature.name=JaxSMOTE",
        "--config.stage2.epochs=2"]
 CYCLEGAN = [*TINY, "--config.split.folds=2", "--config.split.only_folds=0",
             "--config.synth.method=cyclegan", "--config.synth.budget=ceil_multiple",
-            "--config.synth.classes=8,9", "--config.synth.ngf=4", "--config.synth.ndf=4",
-            "--config.synth.n_blocks=1", "--config.synth.n_layers_D=1",
-            "--config.synth.batch_size=8", "--config.synth.n_epochs=1",
-            "--config.synth.n_epochs_decay=0", "--config.synth.judge_epochs=1",
+            "--config.synth.classes=8,9", "--config.synth.cyclegan.ngf=4",
+            "--config.synth.cyclegan.ndf=4", "--config.synth.cyclegan.n_blocks=1",
+            "--config.synth.cyclegan.n_layers_D=1", "--config.synth.cyclegan.batch_size=8",
+            "--config.synth.cyclegan.n_epochs=1", "--config.synth.cyclegan.n_epochs_decay=0",
+            "--config.synth.judge_epochs=1",
             "--config.synth.judge_batch_size=32"]
 
 

@@ -177,9 +177,9 @@ def test_synthesis_stage_warns_below_min_real_rows(monkeypatch, tmp_path):
       "model.name": "mlp", "model.mlp": {"hidden": (8,), "dropout": 0.0}, "train.epochs": 1,
       "train.batch_size": 16, "split.folds": 3, "split.only_folds": "0",
       "augment.enabled": False, "imbalance.profile": "none", "sampler.name": "instance",
-      "data.normalize": "none", "synth.method": "lsgan", "synth.hidden": "8",
-      "synth.latent_dim": 4, "synth.steps": 2, "synth.batch_size": 8, "synth.judge_epochs": 0,
-      "synth.min_real_rows": 12})
+      "data.normalize": "none", "synth.method": "lsgan", "synth.lsgan.hidden": "8",
+      "synth.lsgan.latent_dim": 4, "synth.lsgan.steps": 2, "synth.lsgan.batch_size": 8,
+      "synth.judge_epochs": 0, "synth.min_real_rows": 12})
   lines = []
   experiment.train_and_evaluate(config, tmp_path, log=lines.append)
   text = "\n".join(lines)

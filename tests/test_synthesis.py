@@ -15,14 +15,15 @@ from jimb import config as config_lib
 from jimb import experiment
 from jimb.data import sources, splits
 from jimb.data.dataset import Dataset
-from jimb.balance import judge
-from jimb.generative import gan
+from jimb.balance import judge, synthesis
+from jimb.generative import cyclegan, gan
 from jimb.generative.oversampler import GANOverSampler
 from jimb.sweep import cells, executors, job, tables
 from jimb.training import evaluate
 
 QUIET = lambda s: None
 COUNTS = (60, 24, 12)
+TINY_GAN = {"hidden": "8", "latent_dim": 4, "steps": 3, "batch_size": 8}
 
 
 def _id_dataset(counts=COUNTS):
@@ -33,15 +34,19 @@ def _id_dataset(counts=COUNTS):
   return Dataset(x=x.astype(np.float32), y=y, class_names=tuple("abc"), name="ids")
 
 
+def _gan(method, **options):
+  """Tiny options for `method`'s block."""
+  return {f"synth.{method}.{k}": v for k, v in {**TINY_GAN, **options}.items()}
+
+
 def _config(**overrides):
   return tiny_config(**{
       "model.name": "mlp", "model.mlp": {"hidden": (8,), "dropout": 0.0}, "train.epochs": 1,
       "train.batch_size": 16, "split.folds": 3, "split.only_folds": "0",
       "augment.enabled": False, "imbalance.profile": "none", "sampler.name": "instance",
-      "data.normalize": "none", "synth.method": "lsgan", "synth.hidden": "8",
-      "synth.latent_dim": 4, "synth.steps": 3, "synth.batch_size": 8, "synth.judge_epochs": 1,
-      "synth.judge_batch_size": 16, "synth.filter": "none", "synth.log_every": 1,
-      **overrides})
+      "data.normalize": "none", "synth.method": "lsgan", **_gan("lsgan"),
+      "synth.judge_epochs": 1, "synth.judge_batch_size": 16, "synth.filter": "none",
+      "synth.log_every": 1, **overrides})
 
 
 def _fold0(config, ds):
@@ -127,9 +132,11 @@ def test_synthetic_rows_meet_the_budget_and_generators_are_reused(monkeypatch, t
 
 def test_cyclegan_translates_images_and_saves_a_grid(monkeypatch, tmp_path):
   c = tiny_config(**{"split.folds": 2, "split.only_folds": "0", "train.epochs": 1,
-                     "synth.method": "cyclegan", "synth.ngf": 4, "synth.ndf": 4,
-                     "synth.n_blocks": 1, "synth.n_layers_D": 1, "synth.batch_size": 8,
-                     "synth.n_epochs": 1, "synth.n_epochs_decay": 0, "synth.budget": "min_count",
+                     "synth.method": "cyclegan", "synth.cyclegan.ngf": 4,
+                     "synth.cyclegan.ndf": 4, "synth.cyclegan.n_blocks": 1,
+                     "synth.cyclegan.n_layers_D": 1, "synth.cyclegan.batch_size": 8,
+                     "synth.cyclegan.n_epochs": 1, "synth.cyclegan.n_epochs_decay": 0,
+                     "synth.budget": "min_count",
                      "synth.min_count": 90, "synth.classes": "7,8,9", "synth.judge_epochs": 1,
                      "synth.judge_batch_size": 32, "synth.log_every": 50})
   results = experiment.train_and_evaluate(c, tmp_path / "run", log=QUIET)
@@ -152,13 +159,47 @@ def test_bad_synthesis_settings_name_the_fix(monkeypatch, tmp_path):
   with pytest.raises(ValueError, match="translates images"):
     experiment.train_and_evaluate(_config(**{"synth.method": "cyclegan"}), tmp_path / "c",
                                   log=QUIET)
+  misspelt = _config()
+  misspelt.synth.lsgan.stepz = 3
+  with pytest.raises(ValueError, match=r"synth.lsgan has no option\(s\) \['stepz'\]"):
+    experiment.train_and_evaluate(misspelt, tmp_path / "d", log=QUIET)
+  outside = _config()
+  outside.synth.steps = 3     # a generator option outside its method's block
+  with pytest.raises(ValueError, match=r"synth has no key\(s\) \['steps'\].*synth.lsgan.steps"):
+    experiment.train_and_evaluate(outside, tmp_path / "e", log=QUIET)
+
+
+def test_each_method_block_holds_its_options_at_the_generators_defaults():
+  base = config_lib.base_config().synth
+  blocks = {k for k, v in base.items() if hasattr(v, "to_dict")}
+  assert blocks == set(synthesis.METHODS.names())
+  for kind in gan.KINDS:
+    assert set(base[kind]) == set(gan.OPTIONS[kind])
+    for shape in ((28, 28, 1), (5,)):
+      assert gan.spec_from_config(kind, base[kind], shape, 3) == gan.GANSpec(
+          kind, shape, num_classes=3 if kind == "cgan" else 0)
+  assert set(base.cyclegan) == set(cyclegan.OPTIONS)
+  assert cyclegan.spec_from_config(base.cyclegan, (32, 32, 3)) == cyclegan.CycleSpec((32, 32, 3))
+
+
+def test_cyclegan_source_class_is_the_majority_or_a_named_class():
+  y = np.repeat(np.arange(3), (5, 9, 2))
+  config = _config(**{"synth.method": "cyclegan"})
+  for option, source in (("majority", 1), ("c", 2), ("0", 0)):
+    config.synth.cyclegan.source_class = option
+    add, got = synthesis.plan(config, synthesis.build(config, (32, 32, 3), 3), y, list("abc"))
+    assert got == source and source not in add
+  config.synth.cyclegan.source_class = "zebra"
+  with pytest.raises(ValueError, match="source_class='zebra' names no class with training rows"):
+    synthesis.plan(config, synthesis.build(config, (32, 32, 3), 3), y, list("abc"))
 
 
 def test_arms_side_by_side_tabulate_per_class_and_synthesis_scores(monkeypatch, tmp_path):
   ds = _id_dataset()
   monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
   config = _config(**{"synth.method": "none", "sweep.per_class": True})
-  arms = config_lib.arms({"original": {}, "gan": {"synth.method": "lsgan", "synth.steps": 2}})
+  arms = config_lib.arms({"original": {}, "gan": {"synth.method": "lsgan",
+                                                  "synth.lsgan.steps": 2}})
   jobs = cells.jobs(cells.expand(config, arms), config)
   assert not executors.run_inline(jobs, str(tmp_path), job.Settings(cpus=0), QUIET)
   summary = tables.write(jobs, str(tmp_path), tables.settings(config), log=QUIET)
@@ -194,7 +235,8 @@ def test_synthesis_options_without_synthesis_do_not_block_a_resume(monkeypatch, 
   monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
   off = {"synth.method": "none", "train.epochs": 1}
   first = experiment.train_and_evaluate(_config(**off), tmp_path, log=QUIET)
-  again = experiment.train_and_evaluate(_config(**off, **{"synth.steps": 7}), tmp_path, log=QUIET)
+  again = experiment.train_and_evaluate(_config(**off, **{"synth.lsgan.steps": 7}), tmp_path,
+                                        log=QUIET)
   assert_same_metrics(again, first)
   with pytest.raises(ValueError, match="synth.method"):
     experiment.train_and_evaluate(_config(), tmp_path, log=QUIET)
@@ -217,7 +259,7 @@ def test_a_conditional_gan_tops_up_every_class_from_one_model(monkeypatch, tmp_p
   ds = _id_dataset()
   monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
   results = experiment.train_and_evaluate(
-      _config(**{"synth.method": "cgan", "synth.arch": "mlp", "synth.stack": "auto"}), tmp_path,
-      log=QUIET)
+      _config(**{"synth.method": "cgan", **_gan("cgan", arch="mlp"), "synth.stack": "auto"}),
+      tmp_path, log=QUIET)
   counts = np.bincount(ds.y[_fold0(_config(), ds).train], minlength=3)
   assert results["folds"][0]["class_counts"]["train_synthetic"] == (counts.max() - counts).tolist()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jimb import checkpointing, experiment, files, lock
+from jimb import workdir as workdir_lib
 from jimb import config as config_lib
 from jimb.data import sources
 from tests.helpers import assert_same_metrics, tiny_config
@@ -171,11 +172,25 @@ def test_a_corrupt_best_checkpoint_is_retrained_to_the_same_result(run, tmp_path
     ("optim.learning_rate", 0.0, r"learning_rate=0.0 is out of range: it must be > 0"),
     ("split.val_fraction", 1.5, r"must be >= 0 and <= 0.95"),
     ("sweep.alpha", 1.5, r"sweep.alpha=1.5 is out of range: it must be > 0 and <= 1"),
+    ("synth.wgan_gp.learning_rate", 0.0, r"synth.wgan_gp.learning_rate=0.0 is out of range: it "
+     r"must be > 0"),
+    ("synth.cyclegan.n_epochs", -1, r"synth.cyclegan.n_epochs=-1 is out of range"),
 ])
 def test_numeric_keys_are_range_checked(key, value, message):
   config = tiny_config(**{key: value})
   with pytest.raises(ValueError, match=message):
     config_lib.validate(config)
+
+
+def test_free_keys_of_every_stage_may_change_on_resume():
+  resolved = lambda **o: json.loads(tiny_config(**{"synth.method": "dcgan", **o})
+                                    .to_json_best_effort())
+  free = {"split.only_folds": "0", "train.log_every_epochs": 5, "synth.log_every": 7,
+          "synth.checkpoint_every": 9, "synth.cache_dir": "/elsewhere", "synth.min_real_rows": 3}
+  assert set(free) <= set(config_lib.FREE_KEYS)
+  assert workdir_lib.config_differences(resolved(), resolved(**free)) == []
+  assert workdir_lib.config_differences(resolved(), resolved(**{"synth.dcgan.steps": 7})) == [
+      "synth.dcgan.steps"]
 
 
 def test_every_shipped_config_passes_the_range_checks():

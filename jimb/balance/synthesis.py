@@ -2,7 +2,9 @@
 
 Everything here sees only the fold's real training rows (the caller passes nothing else), so no
 generator, judge or filter can learn from validation or test rows, and the synthetic rows it
-returns go only into the training pool (jimb.balance.pool), after the real ones.
+returns go only into the training pool (jimb.balance.pool), after the real ones. Methods are
+entries of METHODS, each built from its own config block (synth.<method>) and knowing how its
+generators train and sample; the plain synth keys (budget, filter, judge) apply to all.
 
 cache_dir/fold_<k>/
   generator_<hash>/checkpoints/    the trained generators (resumable while training), keyed by
@@ -16,6 +18,7 @@ that changes only the budget or the filter reuses the generators and the judge.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -25,22 +28,18 @@ import jax
 import numpy as np
 
 from jimb import checkpointing, files, multihost
+from jimb import config as config_lib
 from jimb.balance import judge
 from jimb.generative import budget, cyclegan, gan, grid, quality_filter, scores
+from jimb.registry import Registry
 
-METHODS = ("none", "dcgan", "lsgan", "cgan", "wgan_gp", "cyclegan")
-_GENERATOR_KEYS = {
-    "gan": ("method", "arch", "latent_dim", "widths", "hidden", "steps", "batch_size",
-            "learning_rate", "beta1", "beta2", "n_critic", "gp_weight"),
-    "cyclegan": ("method", "source_class", "ngf", "ndf", "n_blocks", "n_layers_D", "lambda_A",
-                 "lambda_B", "lambda_identity", "pool_size", "n_epochs", "n_epochs_decay",
-                 "batch_size", "learning_rate", "beta1"),
-}
 _JUDGE_KEYS = ("judge_epochs", "judge_batch_size")
-# Keys that change how a run is shown or stored, never what it computes.
-_NOT_KEYS = ("cache_dir", "log_every", "checkpoint_every", "min_real_rows")
+# The synth keys that never change what it computes (jimb.config.FREE_KEYS): not in its cache keys.
+_FREE = tuple(k.split(".", 1)[1] for k in config_lib.FREE_KEYS if k.startswith("synth."))
 
 Log = Callable[[str], None]
+# draw(member, class, n, key) -> n rows of `class` from the trained group's model `member`
+Draw = Callable[[int, int, int, jax.Array], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +47,99 @@ class Synthesis:
   x: np.ndarray      # synthetic rows, in the runner's host form (images in [0, 1])
   y: np.ndarray
   report: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class _GANs:
+  """dcgan, lsgan, wgan_gp: one GAN per class to top up; cgan: one conditional GAN for all."""
+  spec: gan.GANSpec
+
+  @classmethod
+  def build(cls, kind: str, block: dict, sample_shape: tuple, num_classes: int) -> _GANs:
+    return cls(gan.spec_from_config(kind, block, sample_shape, num_classes))
+
+  @property
+  def conv(self) -> bool:
+    return self.spec.arch == "conv"
+
+  @property
+  def one_model(self) -> bool:
+    return self.spec.kind == "cgan"
+
+  def source(self, counts: np.ndarray, names: list) -> None:
+    return None
+
+  def train(self, x, y, group, source, names, key, keys, **common) -> tuple[dict, Draw]:
+    if self.one_model:
+      trained = gan.train(self.spec, [x], key, labels=[y], members=["all classes"], **common)
+      return trained.history, lambda member, c, n, k: gan.sample(trained, 0, n, k, label=c)
+    trained = gan.train(self.spec, [x[y == c] for c in group], keys,
+                        members=[f"class {names[c]}" for c in group], **common)
+    return trained.history, lambda member, c, n, k: gan.sample(trained, member, n, k)
+
+
+@dataclasses.dataclass(frozen=True)
+class _CycleGANs:
+  """cyclegan: one CycleGAN from the source class (domain A) to each class to top up."""
+  spec: cyclegan.CycleSpec
+  source_class: str
+  conv = True
+  one_model = False
+
+  @classmethod
+  def build(cls, block: dict, sample_shape: tuple, num_classes: int) -> _CycleGANs:
+    if len(sample_shape) != 3:
+      raise ValueError("--config.synth.method=cyclegan translates images; use a GAN "
+                       "(e.g. --config.synth.method=cgan) for tables")
+    return cls(cyclegan.spec_from_config(block, sample_shape), block["source_class"])
+
+  def source(self, counts: np.ndarray, names: list) -> int:
+    """The majority class, or the class `source_class` names (by name, else by index)."""
+    if self.source_class == "majority":
+      return int(counts.argmax())
+    names = [str(n) for n in names]
+    option = self.source_class
+    source = names.index(option) if option in names else int(option) if option.isdigit() else -1
+    if not 0 <= source < len(counts) or counts[source] == 0:
+      raise ValueError(f"--config.synth.cyclegan.source_class={option!r} names no class with "
+                       f"training rows (classes {names}, training rows {counts.tolist()}); use "
+                       "majority, a class name or a class index")
+    return source
+
+  def train(self, x, y, group, source, names, key, keys, **common) -> tuple[dict, Draw]:
+    pool = x[y == source]
+    trained = cyclegan.train(self.spec, pool, [x[y == c] for c in group], keys[0],
+                             members=[f"{names[source]} -> {names[c]}" for c in group], **common)
+
+    def draw(member, c, n, k):
+      rng = np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel())
+      rows = rng.choice(len(pool), size=n, replace=n > len(pool))
+      return cyclegan.translate(trained, member, pool[rows])
+
+    return trained.history, draw
+
+
+# Each entry builds the method's generators from its block synth.<method> (its defaults are in
+# jimb/config.py), refusing options it does not take. The generators tell whether their nets are
+# `conv`, whether they are `one_model` for every class, the class they translate `source`s from,
+# and `train(x, y, group, source, names, key, keys, **loop options)` -> (loss history, draw),
+# where `key` is the fold's generator key and `keys` hold one per class of `group`.
+METHODS = Registry("synthesis method", {
+    **{kind: functools.partial(_GANs.build, kind) for kind in gan.KINDS},
+    "cyclegan": _CycleGANs.build,
+})
+
+
+def build(config, sample_shape, num_classes: int):
+  """The generators of `synth.method`, from its block `synth.<method>`; a key of `synth` that
+  is no plain key (an option outside its method's block) is an error naming it."""
+  s = config.synth
+  factory = METHODS.get(s.method, "synth.method")
+  stray = sorted(set(s) - set(config_lib.base_config().synth))
+  if stray:
+    raise ValueError(f"--config.synth has no key(s) {stray}: a method's own options live in its "
+                     f"block, e.g. --config.synth.{s.method}.{stray[0]} (see jimb/config.py)")
+  return factory(s[s.method].to_dict(), tuple(sample_shape), num_classes)
 
 
 def _digest(*parts) -> str:
@@ -63,27 +155,21 @@ def _classes(text: str) -> list[int] | None:
                      "e.g. '0,3'") from e
 
 
-def plan(config, y: np.ndarray, num_classes: int) -> tuple[dict[int, int], int | None]:
-  """Synthetic rows per class under the budget, and the CycleGAN source class (else None)."""
+def plan(config, generators, y: np.ndarray, names) -> tuple[dict[int, int], int | None]:
+  """Synthetic rows per class under the budget, and the source class the generators translate
+  from (None for GANs), which receives none."""
   s = config.synth
-  if s.method not in METHODS:
-    raise ValueError(f"unknown --config.synth.method={s.method!r}; choose one of {METHODS}")
   add = budget.synthesis_counts(
       y, s.budget, min_count=s.min_count,
       counts=budget.parse_counts(s.counts) if s.budget == "counts" else None,
       classes=_classes(s.classes))
-  source = None
-  if s.method == "cyclegan":
-    counts = np.bincount(y, minlength=num_classes)
-    source = int(counts.argmax()) if s.source_class < 0 else int(s.source_class)
-    if not 0 <= source < num_classes or counts[source] == 0:
-      raise ValueError(f"--config.synth.source_class={s.source_class} names no class with "
-                       f"training rows (counts {counts.tolist()}); use -1 for the majority class")
+  source = generators.source(np.bincount(y, minlength=len(names)), names)
+  if source is not None:
     add[source] = 0
   return {c: n for c, n in add.items() if n > 0}, source
 
 
-def stacked(config, sample_shape) -> bool:
+def stacked(config, generators) -> bool:
   """Whether the per-class models train as one vmapped stack (`synth.stack`).
 
   auto stacks except conv models on CPU: XLA:CPU turns vmapped convolutions into grouped ones,
@@ -94,60 +180,39 @@ def stacked(config, sample_shape) -> bool:
     raise ValueError(f"unknown --config.synth.stack={s.stack!r}; choose auto, always or never")
   if s.stack != "auto":
     return s.stack == "always"
-  if s.method == "cgan":   # one conditional model: nothing to stack
+  if generators.one_model:   # nothing to stack
     return True
-  conv = s.method == "cyclegan" or gan.spec_from_config(s, sample_shape, 0).arch == "conv"
-  return not (conv and jax.default_backend() == "cpu")
+  return not (generators.conv and jax.default_backend() == "cpu")
 
 
-def _train_generators(config, x, y, classes, source, names, key, mesh, directory, log):
+def _train_generators(config, generators, x, y, classes, source, names, key, mesh, directory,
+                      log):
   """Trains (or restores) the generators of `classes`: (make(c, n, key) -> rows, histories).
 
   Per-class models train stacked, or one group of one class after another (`stacked`); each
   group's loss history comes with the names of its models.
   """
   s = config.synth
-  groups = [classes] if s.method == "cgan" or stacked(config, x.shape[1:]) else [
+  groups = [classes] if generators.one_model or stacked(config, generators) else [
       [c] for c in classes]
   keys = jax.random.split(key, len(classes))   # one per class, however they are grouped
   at = lambda group: keys[np.asarray([classes.index(c) for c in group])]
-  models, histories = {}, []
+  draws, histories = {}, []
   for group in groups:
     ckpt = checkpointing.FoldCheckpoints(
         directory / ("checkpoints" if len(groups) == 1 else f"checkpoints_{group[0]}"))
-    common = dict(mesh=mesh, ckpt=ckpt, checkpoint_every=s.checkpoint_every,
-                  log_every=s.log_every, log=log)
     try:
-      if s.method == "cyclegan":
-        if x.ndim != 4:
-          raise ValueError("--config.synth.method=cyclegan translates images; use a GAN "
-                           "(e.g. --config.synth.method=cgan) for tables")
-        trained = cyclegan.train(cyclegan.spec_from_config(s, x.shape[1:]), x[y == source],
-                                 [x[y == c] for c in group], at(group)[0],
-                                 members=[f"{names[source]} -> {names[c]}" for c in group],
-                                 **common)
-      elif s.method == "cgan":
-        trained = gan.train(gan.spec_from_config(s, x.shape[1:], len(names)), [x], key,
-                            labels=[y], members=["all classes"], **common)
-      else:
-        trained = gan.train(gan.spec_from_config(s, x.shape[1:], 0), [x[y == c] for c in group],
-                            at(group),
-                            members=[f"class {names[c]}" for c in group], **common)
+      history, draw = generators.train(x, y, group, source, names, key, at(group), mesh=mesh,
+                                       ckpt=ckpt, checkpoint_every=s.checkpoint_every,
+                                       log_every=s.log_every, log=log)
     finally:
       ckpt.close()
-    models.update({c: (trained, i) for i, c in enumerate(group)})
-    histories.append({"models": [names[c] for c in group], **trained.history})
+    draws.update({c: (draw, i) for i, c in enumerate(group)})
+    histories.append({"models": [names[c] for c in group], **history})
 
   def make(c, n, k):
-    trained, member = models[c]
-    if s.method == "cgan":
-      return gan.sample(trained, 0, n, k, label=c)
-    if s.method != "cyclegan":
-      return gan.sample(trained, member, n, k)
-    pool = x[y == source]
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel())
-    rows = rng.choice(len(pool), size=n, replace=n > len(pool))
-    return cyclegan.translate(trained, member, pool[rows])
+    draw, member = draws[c]
+    return draw(member, c, n, k)
 
   return make, histories
 
@@ -168,7 +233,8 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
   """
   s = config.synth
   names = list(class_names)
-  add, source = plan(config, y, len(names))
+  generators = build(config, x.shape[1:], len(names))
+  add, source = plan(config, generators, y, names)
   classes = sorted(add)
   if not classes:
     log(f"  synthesis: the {s.budget} budget asks for no samples")
@@ -176,17 +242,16 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
   fold_dir = files.as_path(cache_root) / f"fold_{fold_index}"
   base = {k: config[k].to_dict() for k in ("data", "imbalance", "split")}
   base.update(seed=config.seed, fold=fold_index)
-  synth = {k: v for k, v in s.to_dict().items() if k not in _NOT_KEYS}
-  out_dir = fold_dir / f"samples_{_digest(base, synth, config.model.to_dict())}"
+  own = s[s.method].to_dict()
+  synth = {k: v for k, v in s.to_dict().items() if not isinstance(v, dict) and k not in _FREE}
+  out_dir = fold_dir / f"samples_{_digest(base, synth, own, config.model.to_dict())}"
   if multihost.agree((out_dir / "samples.npz").exists):
     samples = files.read_npz(out_dir / "samples.npz")
     report = json.loads((out_dir / "report.json").read_text())
     log(f"  synthesis: {len(samples['y'])} rows loaded from {out_dir}")
     return Synthesis(samples["x"], samples["y"], report)
 
-  family = "cyclegan" if s.method == "cyclegan" else "gan"
-  generator = {k: synth[k] for k in _GENERATOR_KEYS[family]}
-  generator["stacked"] = stacked(config, x.shape[1:])
+  generator = {"method": s.method, **own, "stacked": stacked(config, generators)}
   key = jax.random.fold_in(jax.random.key(config.seed), fold_index)
   gen_key, sample_key = jax.random.split(key)
   real = np.bincount(y, minlength=len(names))
@@ -199,7 +264,7 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
         "generators mostly reproduce them (name only the other classes in "
         "--config.synth.classes to leave them out)")
   make, histories = _train_generators(
-      config, x, y, classes, source, names, gen_key, mesh,
+      config, generators, x, y, classes, source, names, gen_key, mesh,
       fold_dir / f"generator_{_digest(base, generator, classes)}", log)
 
   seed = config.seed * 1000 + fold_index

@@ -30,7 +30,7 @@ def check_image_shape(image_shape: Sequence[int], n_layers_D: int) -> None:
   if n_layers_D < 1 or min(patch_shape(image_shape, n_layers_D)) < 1:
     raise ValueError(
         f"a PatchGAN with n_layers_D={n_layers_D} leaves no patch of a {h}x{w} image (it needs "
-        f"size / 2**n_layers_D >= 3); lower --config.synth.n_layers_D or raise "
+        f"size / 2**n_layers_D >= 3); lower --config.synth.cyclegan.n_layers_D or raise "
         "--config.data.image_size")
 
 

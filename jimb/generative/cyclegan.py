@@ -56,29 +56,41 @@ class CycleSpec:
     object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
     cycle_nets.check_image_shape(self.image_shape, self.n_layers_D)
     if self.gan_mode not in _GAN_MODES:
-      raise ValueError(f"--config.synth.gan_mode={self.gan_mode!r} is not one of {_GAN_MODES}")
+      raise ValueError(f"--config.synth.cyclegan.gan_mode={self.gan_mode!r} is not one of "
+                       f"{_GAN_MODES}")
     for name in ("ngf", "ndf", "batch_size"):
       if getattr(self, name) < 1:
-        raise ValueError(f"--config.synth.{name} must be at least 1, got {getattr(self, name)}")
+        raise ValueError(f"--config.synth.cyclegan.{name} must be at least 1, got "
+                         f"{getattr(self, name)}")
     if self.n_blocks < 0 or self.pool_size < 0 or self.n_epochs < 0 or self.n_epochs_decay < 0:
-      raise ValueError("--config.synth.n_blocks, pool_size, n_epochs and n_epochs_decay must not "
-                       "be negative")
+      raise ValueError("--config.synth.cyclegan.n_blocks, pool_size, n_epochs and n_epochs_decay "
+                       "must not be negative")
     if self.n_epochs + self.n_epochs_decay < 1:
-      raise ValueError("CycleGAN needs at least one epoch: raise --config.synth.n_epochs")
+      raise ValueError("CycleGAN needs at least one epoch: raise --config.synth.cyclegan.n_epochs")
 
 
-def spec_from_config(cfg, image_shape: Sequence[int]) -> CycleSpec:
-  """The CycleSpec of a config block whose keys are named as its fields.
+# The config block synth.cyclegan: CycleSpec's fields, the learning rate as `learning_rate`, and
+# `source_class`, which the caller reads to pick domain A's images.
+OPTIONS = ("source_class", "ngf", "ndf", "n_blocks", "n_layers_D", "lambda_A", "lambda_B",
+           "lambda_identity", "pool_size", "gan_mode", "no_flip", "n_epochs", "n_epochs_decay",
+           "batch_size", "learning_rate", "beta1")
 
-  The learning rate is read from `learning_rate` (0 means the reference's 2e-4), a negative
-  beta1 means the reference's 0.5; fields the block does not hold keep the reference's defaults.
+
+def spec_from_config(block, image_shape: Sequence[int]) -> CycleSpec:
+  """The CycleSpec of the config block `synth.cyclegan`.
+
+  An option it does not take is an error naming it; one the block lacks keeps the reference's
+  default.
   """
-  fields = {f.name for f in dataclasses.fields(CycleSpec)} - {"image_shape", "lr"}
-  kwargs = {name: cfg[name] for name in fields if name in cfg}
-  if kwargs.get("beta1", 0) < 0:
-    del kwargs["beta1"]
-  lr = cfg["learning_rate"] if "learning_rate" in cfg else 0
-  return CycleSpec(image_shape=tuple(image_shape), lr=lr or CycleSpec.lr, **kwargs)
+  options = dict(block)
+  unknown = sorted(set(options) - set(OPTIONS))
+  if unknown:
+    raise ValueError(f"--config.synth.cyclegan has no option(s) {unknown}; it takes "
+                     f"{list(OPTIONS)}")
+  options.pop("source_class", None)
+  if "learning_rate" in options:
+    options["lr"] = options.pop("learning_rate")
+  return CycleSpec(image_shape=tuple(image_shape), **options)
 
 
 def lr_schedule(spec: CycleSpec, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
@@ -346,7 +358,7 @@ def train(spec: CycleSpec, source: np.ndarray, targets: list[np.ndarray], key: j
   if len(members) != len(targets):
     raise ValueError(f"{len(members)} member names for {len(targets)} targets")
   mesh = mesh if mesh is not None else mesh_lib.make_mesh(jax.devices()[:1])
-  mesh_lib.check_batch_size(spec.batch_size, mesh, "--config.synth.batch_size")
+  mesh_lib.check_batch_size(spec.batch_size, mesh, "--config.synth.cyclegan.batch_size")
   per_epoch = steps_per_epoch(spec, len(source))
   k_init, k_steps, k_data = jax.random.split(key, 3)
   graphdefs, state = init_state(spec, jax.random.split(k_init, len(targets)), per_epoch, mesh)
@@ -356,7 +368,8 @@ def train(spec: CycleSpec, source: np.ndarray, targets: list[np.ndarray], key: j
       lambda s, b, k: step(s, b, jax.random.split(k, len(targets))), state,
       _batches(source, targets, spec.batch_size, seed, mesh), k_steps,
       (spec.n_epochs + spec.n_epochs_decay) * per_epoch, members=members, ckpt=ckpt,
-      checkpoint_every=checkpoint_every, log_every=log_every, what="CycleGAN", log=log)
+      checkpoint_every=checkpoint_every, log_every=log_every, what="CycleGAN",
+      lr_key="--config.synth.cyclegan.learning_rate", log=log)
   return TrainedCycleGAN(spec=spec, graphdefs=graphdefs, state=state, history=history)
 
 

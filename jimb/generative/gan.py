@@ -78,15 +78,17 @@ class GANSpec:
     if arch == "auto":
       arch = "conv" if len(shape) == 3 and self.kind != "lsgan" else "mlp"
     if arch not in ("conv", "mlp"):
-      raise ValueError(f"unknown --config.synth.arch={self.arch!r}; choose auto, conv or mlp")
+      raise ValueError(f"unknown --config.synth.{self.kind}.arch={self.arch!r}; choose auto, "
+                       "conv or mlp")
     if arch == "conv":
-      nets.conv_start(shape, self.widths)
+      nets.conv_start(shape, self.widths, f"--config.synth.{self.kind}.")
     if (self.kind == "cgan") != (self.num_classes > 0) or self.num_classes == 1:
       raise ValueError(f"num_classes={self.num_classes} for a {self.kind} GAN: cgan conditions on "
                        "at least 2 classes and the other kinds on none")
     for name in ("steps", "batch_size", "n_critic", "latent_dim"):
       if getattr(self, name) < 1:
-        raise ValueError(f"--config.synth.{name} must be at least 1, got {getattr(self, name)}")
+        raise ValueError(f"--config.synth.{self.kind}.{name} must be at least 1, got "
+                         f"{getattr(self, name)}")
     defaults = _ADAM.get(self.kind, _DCGAN_ADAM)
     values = dict(sample_shape=shape, arch=arch, widths=tuple(self.widths),
                   hidden=tuple(self.hidden))
@@ -100,40 +102,37 @@ class GANSpec:
     return self.n_critic if self.kind == "wgan_gp" else 1
 
 
-def spec_from_config(cfg, sample_shape: Sequence[int], num_classes: int) -> GANSpec:
-  """The `synth` config block -> GANSpec.
+# Each kind's config block (synth.<kind>): GANSpec's fields, widths / hidden as text.
+_OPTIONS = ("arch", "latent_dim", "widths", "hidden", "steps", "batch_size", "learning_rate",
+            "beta1", "beta2")
+OPTIONS = {"dcgan": _OPTIONS, "lsgan": _OPTIONS, "cgan": (*_OPTIONS, "embed_dim"),
+           "wgan_gp": (*_OPTIONS, "n_critic", "gp_weight")}
 
-  `widths` / `hidden` are comma-separated ints ("" keeps the default), `learning_rate` 0 and a
-  negative `beta1` / `beta2` take the kind's defaults; `num_classes` (of the data set) is used
-  by cgan only.
+
+def spec_from_config(kind: str, block, sample_shape: Sequence[int], num_classes: int) -> GANSpec:
+  """The GANSpec of `kind` from its config block `synth.<kind>`.
+
+  `widths` / `hidden` are comma-separated ints; an option the kind does not take is an error
+  naming it, and one the block lacks keeps GANSpec's default. `num_classes` (of the data set)
+  is used by cgan only.
   """
-  kind = cfg.method
   if kind not in KINDS:
     raise ValueError(f"unknown GAN --config.synth.method={kind!r}; choose one of {KINDS}")
-
-  def ints(name: str, default: tuple) -> tuple:
-    value = cfg[name]
-    if not isinstance(value, str):
-      return tuple(int(v) for v in value)
-    try:
-      return tuple(int(v) for v in value.split(",")) if value.strip() else default
-    except ValueError:
-      raise ValueError(f"--config.synth.{name}={value!r} must be comma-separated integers, "
-                       "e.g. 64,32") from None
-
-  def adam(name: str, kind_default_below: float) -> float | None:
-    value = cfg.get(name)
-    return None if value is None or value < kind_default_below else float(value)
-
-  return GANSpec(
-      kind=kind, sample_shape=tuple(sample_shape), arch=cfg.get("arch", "auto"),
-      num_classes=num_classes if kind == "cgan" else 0, latent_dim=cfg.latent_dim,
-      widths=ints("widths", GANSpec.widths), hidden=ints("hidden", GANSpec.hidden),
-      steps=cfg.steps, batch_size=cfg.batch_size,
-      learning_rate=adam("learning_rate", 1e-30), beta1=adam("beta1", 0.0),
-      beta2=adam("beta2", 0.0), n_critic=cfg.get("n_critic", GANSpec.n_critic),
-      gp_weight=cfg.get("gp_weight", GANSpec.gp_weight),
-      embed_dim=cfg.get("embed_dim", GANSpec.embed_dim))
+  options = dict(block)
+  unknown = sorted(set(options) - set(OPTIONS[kind]))
+  if unknown:
+    raise ValueError(f"--config.synth.{kind} has no option(s) {unknown}; it takes "
+                     f"{list(OPTIONS[kind])}")
+  for name in ("widths", "hidden"):
+    value = options.get(name)
+    if isinstance(value, str):
+      try:
+        options[name] = tuple(int(v) for v in value.split(","))
+      except ValueError:
+        raise ValueError(f"--config.synth.{kind}.{name}={value!r} must be comma-separated "
+                         "integers, e.g. 64,32") from None
+  return GANSpec(kind=kind, sample_shape=tuple(sample_shape),
+                 num_classes=num_classes if kind == "cgan" else 0, **options)
 
 
 # Losses on discriminator logits. BCE's D loss is the sum of its real and fake terms (as in
@@ -407,7 +406,7 @@ def train(spec: GANSpec, data: list[np.ndarray], key: jax.Array, *,
   members = list(members) if members is not None else [f"member {i}" for i in range(len(data))]
   _check_data(spec, data, labels, members)
   if mesh is not None:
-    mesh_lib.check_batch_size(spec.batch_size, mesh, "--config.synth.batch_size")
+    mesh_lib.check_batch_size(spec.batch_size, mesh, f"--config.synth.{spec.kind}.batch_size")
   k = len(data)
   table = len(spec.sample_shape) == 1
   init_keys, step_keys, data_keys = jnp.moveaxis(
@@ -440,7 +439,8 @@ def train(spec: GANSpec, data: list[np.ndarray], key: jax.Array, *,
   state, history = loop.run(lambda s, idx, _: step(s, rows, y, idx, step_keys), state, batch_fn,
                             key=jax.random.key(0), num_steps=spec.steps, members=members,
                             ckpt=ckpt, checkpoint_every=checkpoint_every, log_every=log_every,
-                            what=spec.kind, log=log)
+                            what=spec.kind, lr_key=f"--config.synth.{spec.kind}.learning_rate",
+                            log=log)
   stats = {"mean": np.stack([m for m, _ in scales]), "std": np.stack([s for _, s in scales])}
   return TrainedGAN(spec=spec, graphdefs=graphs, state=state, stats=stats, history=history)
 

@@ -24,12 +24,13 @@ def run(step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]], state: Any,
         batch_fn: Callable[[int], Any], key: jax.Array, num_steps: int, *,
         members: Sequence[str], ckpt: checkpointing.FoldCheckpoints | None = None,
         checkpoint_every: int = 0, log_every: int = 100, what: str = "GAN",
-        lr_key: str = "--config.synth.learning_rate", log: Log = print) -> tuple[Any, dict]:
+        lr_key: str, log: Log = print) -> tuple[Any, dict]:
   """Runs `step_fn` from the latest checkpoint (or `state`) to `num_steps`: (state, history).
 
   `step_fn` returns metrics as arrays of shape [len(members)] (one value per stacked model);
   `history["step"]` lists the last step of each logged window and every metric name maps to
-  one list of per-member means per window (log_every=1: every step).
+  one list of per-member means per window (log_every=1: every step). A divergence names
+  `lr_key`, the flag of the learning rate to lower.
   """
   if num_steps < 1:
     raise ValueError(f"{what} needs at least one training step, got {num_steps}")

@@ -23,26 +23,28 @@ _DCGAN_INIT = nnx.initializers.normal(0.02)
 _SLOPE = 0.2
 
 
-def conv_start(sample_shape: Sequence[int], widths: Sequence[int]) -> tuple[int, int]:
+def conv_start(sample_shape: Sequence[int], widths: Sequence[int],
+               prefix: str = "") -> tuple[int, int]:
   """Height and width of the generator's first feature map: (H, W) / 2**len(widths).
 
   Each of the len(widths) stages doubles the resolution, so H and W must be multiples of
-  2**len(widths); anything else is a ValueError that names the fix.
+  2**len(widths); anything else is a ValueError that names the fix, its options named with
+  `prefix` (the flag of the config block that holds them, e.g. "--config.synth.dcgan.").
   """
   if len(sample_shape) != 3:
     raise ValueError(f"conv GAN nets take images (H, W, C); got sample shape "
-                     f"{tuple(sample_shape)}. Use --config.synth.arch=mlp for tables")
+                     f"{tuple(sample_shape)}. Use {prefix}arch=mlp for tables")
   h, w, _ = sample_shape
   stages = len(widths)
   if stages == 0:
-    raise ValueError("conv GAN nets need at least one stage; set --config.synth.widths, e.g. 64,32")
+    raise ValueError(f"conv GAN nets need at least one stage; set {prefix}widths, e.g. 64,32")
   if h % 2**stages or w % 2**stages:
     fits = 0
     while h % 2**(fits + 1) == 0 and w % 2**(fits + 1) == 0:
       fits += 1
-    fix = (f"set --config.synth.widths to at most {fits} stages, e.g. "
-           f"--config.synth.widths={','.join(str(x) for x in widths[:fits])}" if fits else
-           "use --config.synth.arch=mlp (its height or width is odd)")
+    fix = (f"set {prefix}widths to at most {fits} stages, e.g. "
+           f"{prefix}widths={','.join(str(x) for x in widths[:fits])}" if fits else
+           f"use {prefix}arch=mlp (its height or width is odd)")
     raise ValueError(
         f"conv GAN widths {tuple(widths)} upsample {stages} times, so the sample shape "
         f"{tuple(sample_shape)} needs height and width divisible by {2**stages}; {fix}")
