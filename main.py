@@ -17,12 +17,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and results go; rerun the "
                                "same command to resume.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sweep", "aggregate"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sweep", "aggregate", "report"],
                           "train: k-fold train and evaluate (resumes); eval: re-evaluate the "
                           "saved best checkpoints without training; sweep: every cell of the "
                           "config file's sweep(arg) in its own workdir under --workdir, on "
                           "--executor, then the tables (skips finished cells); aggregate: the "
-                          "tables over the cells finished so far.")
+                          "tables over the cells finished so far; report: figures and "
+                          "report.html from --workdir's saved results (no --config, no "
+                          "training, no data).")
 _EXECUTOR = flags.DEFINE_enum("executor", None, ["inline", "ray", "slurm"],
                               "sweep: where cells run. inline: one after another here; ray: on "
                               "Ray, this machine or --ray_address (default when installed); "
@@ -59,7 +61,7 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Multi-process run whose 
                                  "process count and number JAX reads from the cluster's "
                                  "environment (SLURM, Open MPI, Cloud TPU VMs); the three flags "
                                  "above override what it detects.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def _sweep() -> None:
@@ -96,11 +98,28 @@ def main(argv):
                   lock.WorkdirInUse, checkpointing.CheckpointError, executors.EngineMissing,
                   executors.CellsFailed)
   try:
-    _sweep() if _MODE.value in ("sweep", "aggregate") else _run()
+    if _MODE.value == "report":
+      _report()
+    elif _CONFIG.value is None:
+      raise ValueError(f"--mode={_MODE.value} needs --config=configs/<file>.py")
+    else:
+      _sweep() if _MODE.value in ("sweep", "aggregate") else _run()
   except input_errors as e:
     if verbose:
       raise
     _fail(e)
+
+
+def _report() -> None:
+  """--mode=report: a run's (or a sweep's) pages drawn again from what its workdir saved."""
+  from jimb import files
+  workdir = files.as_path(_WORKDIR.value)
+  if (workdir / "sweep.json").exists():
+    from jimb.sweep import page
+    print(f"report: {page.write(workdir)}")
+  else:
+    from jimb.render import run
+    print(f"report: {run.write(workdir)}")
 
 
 def _fail(error: Exception) -> None:

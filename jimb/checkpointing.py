@@ -9,6 +9,7 @@ run continues exactly where its last checkpoint left off.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -86,10 +87,14 @@ class FoldCheckpoints:
     return list(self._manager.all_steps())
 
   def save(self, epoch: int, state: Any, meta: dict[str, Any], value: float) -> None:
-    """Saves after `epoch` completed epochs; `value` is the validation metric that ranks it."""
+    """Saves after `epoch` completed epochs; `value` is the validation metric that ranks it.
+
+    `meta` is copied: the save is asynchronous, and callers go on appending to its lists.
+    """
     self._manager.save(
         epoch,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                meta=ocp.args.JsonSave(copy.deepcopy(meta))),
         metrics={"value": float(value), "epoch": epoch})
 
   def restore(self, epoch: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:

@@ -13,9 +13,10 @@ from typing import Any
 
 import ml_collections
 
-from jimb import metrics
+from jimb import calibration, metrics
 
 _OPTION_BLOCKS = ("loss", "model", "resample.image", "resample.feature")
+PROGRESS = ("auto", "on", "off")   # report.progress
 
 # Keys that choose what to run, show or store, never what a stage computes, by stage: a resumed
 # run may change them (jimb.workdir), and the synthesis cache is not keyed on its own.
@@ -28,6 +29,8 @@ FREE_KEYS = (
     # synthesis (jimb.balance.synthesis): where its cache lives, how often its generators log and
     # checkpoint (resumes are exact), below how many real rows it warns
     "synth.cache_dir", "synth.log_every", "synth.checkpoint_every", "synth.min_real_rows",
+    # how a run is watched: progress bars and TensorBoard event files
+    "report.progress", "report.tensorboard",
 )
 
 
@@ -243,10 +246,28 @@ def base_config() -> ml_collections.ConfigDict:
       per_class=False,       # add each cell's pooled per-class precision / recall / F1
   ))
 
+  # Post-hoc steps fitted on each fold's validation part and applied to its test part
+  # (jimb.calibration); the record's "test" stays the argmax of the uncalibrated probabilities,
+  # and eval mode may switch them on a trained workdir. `temperature`: temperature scaling (one
+  # T > 0 of minimal validation NLL). `decision.rule`: argmax (off) | balanced_accuracy | youden
+  # | sensitivity (the highest threshold on p(positive_class) whose validation sensitivity
+  # reaches target_sensitivity). `positive_class` (a class name or index): the class a threshold
+  # scores against the rest; "" = none for more than two classes (per-class thresholds), the
+  # class with fewer training examples for two.
+  c.calibration = ml_collections.ConfigDict(dict(temperature=False))
+  c.decision = ml_collections.ConfigDict(dict(
+      rule="argmax", positive_class="", target_sensitivity=0.95))
+
   # Per-class accuracy grouped by training-set size, as in long-tailed recognition papers:
   # many-shot (> many_shot examples), medium, few-shot (< few_shot). `bootstrap`: stratified
-  # bootstrap resamples for the pooled metrics' 95 % intervals (0: none).
-  c.report = ml_collections.ConfigDict(dict(many_shot=100, few_shot=20, bootstrap=1000))
+  # bootstrap resamples for the pooled metrics' 95 % intervals (0: none). `figures`: draw
+  # workdir/figures/ and workdir/report.html from the saved results when the run ends.
+  c.report = ml_collections.ConfigDict(dict(many_shot=100, few_shot=20, bootstrap=1000,
+                                            figures=True))
+  # While a run runs (jimb.tracking): `progress` bars on stderr, auto (at a terminal) | on |
+  # off; `tensorboard`: event files under workdir/tb/ (`tensorboard --logdir workdir/tb`).
+  c.report.progress = "auto"
+  c.report.tensorboard = True
 
   c.checkpoint = ml_collections.ConfigDict(dict(
       keep_latest=1,
@@ -289,14 +310,14 @@ RANGES = {
     "stage2.epochs": (1, None), "stage2.batch_size": (1, None),
     "stage2.learning_rate": ("(", 0, None),
     "sweep.alpha": ("(", 0, 1), "report.many_shot": (0, None), "report.few_shot": (0, None),
-    "report.bootstrap": (0, None),
+    "report.bootstrap": (0, None), "decision.target_sensitivity": ("(", 0, 1),
     "checkpoint.keep_latest": (1, None), "checkpoint.keep_best": (1, None),
 }
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Refuses a numeric key outside its range (RANGES), naming the key, the value and the range,
-  and an unknown validation metric."""
+  an unknown validation metric or decision rule, and post-hoc steps without a validation part."""
   if config.train.select_metric not in metrics.METRIC_NAMES:
     raise ValueError(f"unknown --config.train.select_metric={config.train.select_metric!r}; "
                      f"choose one of {metrics.METRIC_NAMES}")
@@ -314,6 +335,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
       bound = (f"> {low}" if exclusive else f">= {low}") if low is not None else ""
       bound = " and ".join(b for b in (bound, f"<= {high}" if high is not None else "") if b)
       raise ValueError(f"--config.{key}={value} is out of range: it must be {bound}")
+  if config.report.progress not in PROGRESS:
+    raise ValueError(f"unknown --config.report.progress={config.report.progress!r}; choose one "
+                     f"of {PROGRESS}")
+  if config.decision.rule not in calibration.RULES:
+    raise ValueError(f"unknown --config.decision.rule={config.decision.rule!r}; choose one of "
+                     f"{calibration.RULES}")
+  fixed_val = config.split.mode == "holdout" and config.data.val_split
+  if ((config.calibration.temperature or config.decision.rule != "argmax")
+      and not config.split.val_fraction and not fixed_val):
+    raise ValueError("--config.calibration.temperature and --config.decision.rule are fitted on "
+                     "the validation part, and --config.split.val_fraction=0 leaves none: set "
+                     "it > 0 (e.g. 0.15), or switch them off")
   if flat["report.few_shot"] > flat["report.many_shot"]:
     raise ValueError(f"--config.report.few_shot={flat['report.few_shot']} must not exceed "
                      f"--config.report.many_shot={flat['report.many_shot']}")

@@ -5,8 +5,10 @@ workdir/
   fold_<k>/checkpoints/<epoch>  orbax checkpoints: latest and best by validation metric
   fold_<k>/checkpoints_mid/     the latest checkpoint inside an epoch (train.checkpoint_every_steps)
   fold_<k>/result.json        written when the fold is finished; a finished fold is never redone
-  fold_<k>/test_probs.npz     the fold's test indices and softmax probabilities
+  fold_<k>/test_probs.npz     the fold's test indices, true labels and softmax probabilities
+                              (post-hoc blocks on: probs_calibrated, decision_pred)
   results.json                per-fold and mean +/- std metrics, pooled out-of-fold metrics
+  tb/fold_<k>/, tb/synth/     TensorBoard event files (report.tensorboard, jimb.tracking)
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from etils import epath
 import jax
 import numpy as np
 
-from jimb import checkpointing, files, multihost, report, workdir as workdir_lib
+from jimb import checkpointing, files, multihost, report, tracking, workdir as workdir_lib
 from jimb import mesh as mesh_lib
 from jimb.data import splits
 from jimb.data.dataset import Dataset
 from jimb.data.folds import load_data
+from jimb.render import run as render_run
 from jimb.training import fold as fold_lib
 from jimb.training import setup as setup_lib
 
@@ -75,45 +78,54 @@ def _run_folds(config, workdir: str | os.PathLike, run_fold, mode: str,
     mesh = mesh_lib.make_mesh()
     log(f"devices: {mesh.devices.size} x {jax.devices()[0].platform}, "
         f"{jax.process_count()} process(es)")
-    records, probs = [], []
+    records, probs, post_hoc = [], [], []
     for fold in folds:
       fold_dir = workdir / f"fold_{fold.index}"
       workdir_lib.check_indices(fold_dir, fold)
-      record, fold_probs = run_fold(config, workdir, ds, fold, mesh, log)
+      record, arrays = run_fold(config, workdir, ds, fold, mesh, log)
       records.append(record)
-      probs.append(fold_probs)
-    results = report.assemble(resolved, info, folds, records, ds.y, probs)
+      probs.append(arrays.pop("probs"))
+      post_hoc.append(arrays)
+    results = report.assemble(resolved, info, folds, records, ds.y, probs, post_hoc)
     results["timings"] = {"total_s": round(time.perf_counter() - t0, 2)}
     workdir_lib.write_json(workdir / output, results)
+    if config.report.figures and multihost.is_writer():
+      log(f"report: {render_run.write(workdir, output)}")
     multihost.barrier(f"{output} written")
   log(report.summary_table(results))
   return results
 
 
 def _train_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, mesh,
-                log: Log) -> tuple[dict, np.ndarray]:
-  """A finished fold's stored record, or the fold trained (resumed) and recorded."""
+                log: Log) -> tuple[dict, dict[str, np.ndarray]]:
+  """A finished fold's stored record and test arrays, or the fold trained (resumed) and
+  recorded."""
   fold_dir = workdir / f"fold_{fold.index}"
   done = fold_dir / "result.json"
   if multihost.agree(done.exists):
     log(f"fold {fold.index}: finished earlier, loaded from {done}")
     return workdir_lib.finished_fold(fold_dir, fold)
   log(f"fold {fold.index}: train {len(fold.train)}, val {len(fold.val)}, test {len(fold.test)}")
-  setup = setup_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), log)
+  track = tracking.from_config(config.report, workdir / "tb")
+  shown = track.log(log)   # log lines around the bars
+  setup = setup_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), shown,
+                               track.sub("synth"))
   ckpt = _ckpt(config, fold_dir, recover=True)
   try:
-    record, probs = fold_lib.train_fold(config, setup, ckpt, log)
+    record, arrays = fold_lib.train_fold(config, setup, ckpt, shown,
+                                         track.sub(f"fold_{fold.index}"), ds.class_names)
   finally:
     ckpt.close()
   if multihost.is_writer():
-    files.write_npz(fold_dir / "test_probs.npz", index=fold.test, probs=probs)
+    files.write_npz(fold_dir / "test_probs.npz", index=fold.test, labels=ds.y[fold.test],
+                    **arrays)
   workdir_lib.write_json(done, record)
   log(f"fold {fold.index}: test " + report.one_line(record["test"]))
-  return record, probs
+  return record, arrays
 
 
 def _evaluate_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, mesh,
-                   log: Log) -> tuple[dict, np.ndarray]:
+                   log: Log) -> tuple[dict, dict[str, np.ndarray]]:
   """The fold's best checkpoint evaluated again, compared with the training run's record."""
   fold_dir = workdir / f"fold_{fold.index}"
   setup = setup_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), log)
@@ -124,7 +136,8 @@ def _evaluate_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, 
   ckpt = _ckpt(config, fold_dir, recover=False)
   try:
     meta = fold_lib.latest_meta(ckpt, setup)
-    record, probs = fold_lib.finish_fold(config, setup, ckpt, meta)
+    record, arrays = fold_lib.finish_fold(config, setup, ckpt, meta, class_names=ds.class_names,
+                                          log=log)
   finally:
     ckpt.close()
   if stored is not None:
@@ -138,4 +151,4 @@ def _evaluate_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, 
   else:
     log(f"fold {fold.index}: unfinished run, best epoch so far {meta['best_epoch']}: "
         + report.one_line(record["test"]))
-  return record, probs
+  return record, arrays

@@ -194,12 +194,14 @@ def _check_inputs(y_true: np.ndarray, probs: np.ndarray,
   return y_true, probs
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray,
-                           num_classes: int) -> dict[str, Any]:
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int,
+                           y_pred: np.ndarray | None = None) -> dict[str, Any]:
   """Scalar metrics (`METRIC_NAMES`, `LOWER_IS_BETTER`), `per_class` lists, the `confusion`
   matrix and the reliability diagram's `calibration_bins`.
 
-  Predictions are the argmax of `probs` (N, K). Conventions, chosen so that a fold whose
+  Predictions are the argmax of `probs` (N, K), or `y_pred` when a decision rule made them
+  (jimb.calibration); the AUCs, Brier score and ECE always come from `probs`. Conventions,
+  chosen so that a fold whose
   evaluation part lacks a rare class still reports comparable numbers:
     * a class with no true examples in `y_true` is left out of every macro average
       (macro F1, balanced accuracy, ROC-AUC, PR-AUC, CBA, MAvG); its per-class recall
@@ -217,7 +219,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray,
       and use every example, whatever its class.
   """
   y_true, probs = _check_inputs(y_true, probs, num_classes)
-  out = confusion_metrics(confusion_matrix(y_true, probs.argmax(axis=1), num_classes))
+  y_pred = probs.argmax(axis=1) if y_pred is None else np.asarray(y_pred)
+  out = confusion_metrics(confusion_matrix(y_true, y_pred, num_classes))
   roc_auc = _per_class_auc(sk_metrics.roc_auc_score, y_true, probs)
   out["roc_auc"] = _nan_mean(roc_auc)
   out["pr_auc"] = _nan_mean(_per_class_auc(sk_metrics.average_precision_score, y_true, probs))
@@ -254,8 +257,10 @@ def _resampled_auc(weights: np.ndarray, y: np.ndarray, probs: np.ndarray,
 
 
 def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, num_classes: int, resamples: int,
-                 seed: int, level: float = 0.95) -> dict[str, list[float]]:
-  """{metric: [low, high]}: stratified bootstrap percentile intervals of the `CI_METRICS`.
+                 seed: int, level: float = 0.95,
+                 y_pred: np.ndarray | None = None) -> dict[str, list[float]]:
+  """{metric: [low, high]}: stratified bootstrap percentile intervals of the `CI_METRICS`,
+  with predictions the argmax of `probs` or `y_pred` (as `classification_metrics`).
 
   Each resample draws, within every class, as many examples as the class has, with
   replacement, so class counts stay those of the data (as in a study that fixed them) and
@@ -274,10 +279,11 @@ def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, num_classes: int, resamp
     raise ValueError(f"a bootstrap needs at least 1 resample, got {resamples}")
   order = np.argsort(y_true, kind="stable")
   y, probs = y_true[order], probs[order]
+  pred = probs.argmax(1) if y_pred is None else np.asarray(y_pred)[order]
   n = len(y)
   counts = np.bincount(y, minlength=num_classes)
   size, start = counts[y], (np.cumsum(counts) - counts)[y]
-  cell = y * num_classes + probs.argmax(1)
+  cell = y * num_classes + pred
   brier = _brier_terms(y, probs)
   present = np.flatnonzero(counts)
   values = {name: [] for name in CI_METRICS}

@@ -30,22 +30,39 @@ def max_metric_diff(a: dict, b: dict) -> float:
 
 
 def assemble(config: dict, data: dict, folds, records: list[dict], labels: np.ndarray,
-             probs: list[np.ndarray]) -> dict:
+             probs: list[np.ndarray], post_hoc: list[dict[str, np.ndarray]] | None = None) -> dict:
+  """results.json's content. `post_hoc` holds each fold's `probs_calibrated` and
+  `decision_pred` (evaluate.post_hoc) when those steps ran: their pooled metrics are
+  `pooled_calibrated` and `pooled_decision` (whose probability metrics use the calibrated
+  probabilities when there are any)."""
   k = len(data["class_names"])
-  index = np.concatenate([f.test for f in folds])
-  pooled_probs = np.concatenate(probs)
-  pooled = metrics.classification_metrics(labels[index], pooled_probs, k)
+  y = labels[np.concatenate([f.test for f in folds])]
+  resamples = config["report"]["bootstrap"]
+
+  def pooled_metrics(pooled_probs, y_pred=None):
+    out = metrics.classification_metrics(y, pooled_probs, k, y_pred)
+    if resamples:
+      out["ci"] = metrics.bootstrap_ci(y, pooled_probs, k, resamples, config["seed"],
+                                       y_pred=y_pred)
+    return out
+
   summary = {
       "mean_std": metrics.summarize([r["test"] for r in records]),
-      "pooled": pooled,
+      "pooled": pooled_metrics(np.concatenate(probs)),
       "pooled_note": "metrics of all out-of-fold test predictions pooled into one confusion matrix",
   }
-  resamples = config["report"]["bootstrap"]
   if resamples:
-    pooled["ci"] = metrics.bootstrap_ci(labels[index], pooled_probs, k, resamples, config["seed"])
     summary["ci_note"] = (
         f"pooled 95% CI: stratified bootstrap (resampling within each class), {resamples} "
         f"resamples, percentile method, seed {config['seed']}")
+  pooled = lambda key: (np.concatenate([p[key] for p in post_hoc])
+                        if post_hoc and all(key in p for p in post_hoc) else None)
+  calibrated, decided = pooled("probs_calibrated"), pooled("decision_pred")
+  if calibrated is not None:
+    summary["pooled_calibrated"] = pooled_metrics(calibrated)
+  if decided is not None:
+    summary["pooled_decision"] = pooled_metrics(
+        np.concatenate(probs) if calibrated is None else calibrated, decided)
   return {"config": config, "data": data, "folds": records, "summary": summary}
 
 
@@ -66,6 +83,14 @@ def summary_table(results: dict) -> str:
     lines.append(f"{'pooled 95% CI':>14}" + "".join(
         (f"[{ci[s][0]:.3f}, {ci[s][1]:.3f}]" if s in ci else "").rjust(19) for s in SHOWN).rstrip())
     lines.append(results["summary"]["ci_note"])
+  rule = results["config"].get("decision", {}).get("rule", "")
+  notes = {"pooled_calibrated": ("calibrated", "temperature-scaled probabilities"),
+           "pooled_decision": ("decision", f"predictions of the {rule} rule")}
+  for key, (label, what) in notes.items():
+    if key in results["summary"]:
+      row = results["summary"][key]
+      lines.append(f"{label:>14}" + "".join(f"{row[s]:>19.4f}" for s in SHOWN))
+      lines.append(f"{'':>14}pooled {what}, fitted on each fold's validation part")
   lines.append(f"lower is better for {' and '.join(metrics.LOWER_IS_BETTER)}, higher for the rest")
   lines.append("")
   lines.append("pooled per-class (sensitivity = recall; one-vs-rest specificity and ROC-AUC):")

@@ -29,7 +29,8 @@ _FREE_BLOCKS = ("sweep.",)   # how a sweep tabulates its cells
 # Blocks whose other keys matter only when their `method` is not "none".
 _UNUSED_WHEN_OFF = ("synth.",)
 # Post-hoc stages on the saved stage-1 checkpoints: eval mode may apply others than training did.
-POST_HOC = ("stage2.", "resample.feature.", "resample.small_classes", "report.")
+POST_HOC = ("stage2.", "resample.feature.", "resample.small_classes", "report.", "calibration.",
+            "decision.")
 
 
 def config_differences(old: dict, new: dict, post_hoc_free: bool = False) -> list[str]:
@@ -150,8 +151,13 @@ def check_indices(fold_dir: epath.Path, fold: Fold) -> None:
                      "seed, library version or data); use a new --workdir")
 
 
-def finished_fold(fold_dir: epath.Path, fold: Fold) -> tuple[dict, np.ndarray]:
-  """A finished fold's record and test probabilities, checked against the current fold."""
+# What a fold stores for its test part beside the indices (experiment, training.fold).
+TEST_ARRAYS = ("probs", "probs_calibrated", "decision_pred")
+
+
+def finished_fold(fold_dir: epath.Path, fold: Fold) -> tuple[dict, dict[str, np.ndarray]]:
+  """A finished fold's record and test arrays (TEST_ARRAYS it holds), checked against the
+  current fold."""
   fix = (f"delete it and {fold_dir / 'result.json'}: the fold is then evaluated again from its "
          "checkpoints")
   saved = files.read_npz(fold_dir / "test_probs.npz", fix)
@@ -160,4 +166,4 @@ def finished_fold(fold_dir: epath.Path, fold: Fold) -> tuple[dict, np.ndarray]:
                      f"fold {fold.index}'s test part; use a new --workdir")
   record = files.read_json(fold_dir / "result.json", f"delete it: fold {fold.index} is then "
                            "evaluated again from its checkpoints")
-  return record, saved["probs"]
+  return record, {k: saved[k] for k in TEST_ARRAYS if k in saved}

@@ -14,13 +14,14 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLOORS = (
     ("core", ("jimb.config", "jimb.registry", "jimb.mesh", "jimb.checkpointing", "jimb.files",
-              "jimb.multihost", "jimb.lock", "jimb.metrics", "jimb.stats", "jimb.distributed")),
+              "jimb.multihost", "jimb.lock", "jimb.metrics", "jimb.stats", "jimb.distributed",
+              "jimb.tracking", "jimb.calibration")),
     ("libraries", ("jimb.data", "jimb.models", "jimb.losses", "jimb.resampling",
                    "jimb.generative")),
     ("fitting", ("jimb.fitting",)),
     ("balance", ("jimb.balance",)),
     ("training", ("jimb.training",)),
-    ("report", ("jimb.report", "jimb.workdir")),
+    ("report", ("jimb.report", "jimb.workdir", "jimb.render")),
     ("experiment", ("jimb.experiment",)),
     ("sweep", ("jimb.sweep",)),
 )

@@ -231,14 +231,17 @@ def test_main_aggregate_and_flag_errors(two_cells, inline_reference):
   assert bad.returncode != 0 and "start a multi-host single run with --mode=train" in bad.stderr
 
 
-def test_pinned_cells_hold_distinct_cores():
-  """Two processes claiming one core each get different cores while both live."""
+def test_pinned_cells_hold_distinct_cores(tmp_path):
+  """Two processes claiming one core each get different cores while both live (their claims
+  in a folder of their own: a sweep running on this machine holds cores too)."""
   if len(os.sched_getaffinity(0)) < 2:
     pytest.skip("needs 2 cores")
   code = ("from jimb.sweep import job; import sys\n"
           "with job.pinned(1) as cpus:\n  print(cpus, flush=True); sys.stdin.read()")
+  env = {**os.environ, "TMPDIR": str(tmp_path)}
   procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=REPO) for _ in range(2)]
+                            stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
+           for _ in range(2)]
   cores = [p.stdout.readline().strip() for p in procs]
   for p in procs:
     p.communicate("")

@@ -19,6 +19,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from jimb import tracking
 from jimb.balance import pool as pool_lib
 from jimb.balance import synthesis as synthesis_lib
 from jimb.generative.oversampler import GANOverSampler
@@ -37,11 +38,13 @@ class Balanced:
 
 def balance(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: int,
             mean: jax.Array, std: jax.Array, mesh: jax.sharding.Mesh,
-            cache_root: str | os.PathLike, log: Log = print) -> Balanced:
+            cache_root: str | os.PathLike, log: Log = print,
+            track: tracking.Tracking = tracking.OFF) -> Balanced:
   """The training pool of fold `fold_index`, whose real training part is (x, y).
 
   `mean` / `std` normalise inputs for the synthesis judge; `cache_root` holds the synthesis
-  stage's generators and samples (config.synth.cache_dir or the workdir).
+  stage's generators and samples (config.synth.cache_dir or the workdir); `track` shows and
+  records the generators' training.
   """
   if config.synth.method == "none":
     return Balanced(pool_lib.training_pool(x, y, config.resample, config.seed * 1000 + fold_index,
@@ -50,5 +53,5 @@ def balance(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: int,
     raise ValueError("choose one balancing stage of the training part: "
                      "--config.synth.method or --config.resample.image.name")
   made = synthesis_lib.synthesise(config, x, y, class_names, fold_index, mean, std, mesh,
-                                  cache_root, log)
+                                  cache_root, log, track)
   return Balanced(pool_lib.with_synthetic(x, y, made.x, made.y), made.report)

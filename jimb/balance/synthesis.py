@@ -27,7 +27,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from jimb import checkpointing, files, multihost
+from jimb import checkpointing, files, multihost, tracking
 from jimb import config as config_lib
 from jimb.balance import judge
 from jimb.generative import budget, cyclegan, gan, grid, quality_filter, scores
@@ -186,11 +186,12 @@ def stacked(config, generators) -> bool:
 
 
 def _train_generators(config, generators, x, y, classes, source, names, key, mesh, directory,
-                      log):
+                      log, track):
   """Trains (or restores) the generators of `classes`: (make(c, n, key) -> rows, histories).
 
   Per-class models train stacked, or one group of one class after another (`stacked`); each
-  group's loss history comes with the names of its models.
+  group's loss history comes with the names of its models, and its event files go to the
+  generator folder's name under `track` (with `_class_<c>` per group).
   """
   s = config.synth
   groups = [classes] if generators.one_model or stacked(config, generators) else [
@@ -202,9 +203,10 @@ def _train_generators(config, generators, x, y, classes, source, names, key, mes
     ckpt = checkpointing.FoldCheckpoints(
         directory / ("checkpoints" if len(groups) == 1 else f"checkpoints_{group[0]}"))
     try:
-      history, draw = generators.train(x, y, group, source, names, key, at(group), mesh=mesh,
-                                       ckpt=ckpt, checkpoint_every=s.checkpoint_every,
-                                       log_every=s.log_every, log=log)
+      history, draw = generators.train(
+          x, y, group, source, names, key, at(group), mesh=mesh, ckpt=ckpt,
+          checkpoint_every=s.checkpoint_every, log_every=s.log_every, log=log,
+          track=track.sub(directory.name + ("" if len(groups) == 1 else f"_class_{group[0]}")))
     finally:
       ckpt.close()
     draws.update({c: (draw, i) for i, c in enumerate(group)})
@@ -225,7 +227,8 @@ def _final(histories: list[dict]) -> dict:
 
 def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: int,
                mean: jax.Array, std: jax.Array, mesh: jax.sharding.Mesh,
-               cache_root: str | os.PathLike, log: Log = print) -> Synthesis:
+               cache_root: str | os.PathLike, log: Log = print,
+               track: tracking.Tracking = tracking.OFF) -> Synthesis:
   """Synthetic training rows for the fold whose real training part is (x, y); see the module.
 
   `cache_root` may be local or remote. With several processes each computes the same rows and
@@ -265,7 +268,8 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
         "--config.synth.classes to leave them out)")
   make, histories = _train_generators(
       config, generators, x, y, classes, source, names, gen_key, mesh,
-      fold_dir / f"generator_{_digest(base, generator, classes)}", log)
+      fold_dir / f"generator_{_digest(base, generator, classes)}", log,
+      track.sub(f"fold_{fold_index}"))
 
   seed = config.seed * 1000 + fold_index
   space = lambda rows: rows.reshape(len(rows), -1).astype(np.float32)

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from jimb import mesh as mesh_lib
+from jimb import tracking
 from jimb.data import pipeline
 
 Step = Callable[..., tuple[Any, dict]]
@@ -22,12 +23,13 @@ Step = Callable[..., tuple[Any, dict]]
 
 def fit_batches(step: Step, state: Any, x: np.ndarray, y: np.ndarray, index_map: np.ndarray,
                 mesh: jax.sharding.Mesh, args: tuple = (), start_step: int = 0,
-                after_step: Callable[[int, Any, list], None] | None = None) -> tuple[Any, list]:
+                after_step: Callable[[int, Any, list], None] | None = None,
+                bar: tracking.NullBar = tracking.NullBar()) -> tuple[Any, list]:
   """Runs `step(state, batch, *args)` on the batches `index_map` (steps, local batch) draws
   from (x, y), from `start_step` on: (state, the steps' losses as device arrays).
 
   `after_step(i, state, losses)` runs after step i (0-based in the index map), e.g. to save a
-  checkpoint; `losses` holds this call's losses so far.
+  checkpoint; `losses` holds this call's losses so far. `bar` advances one step per step.
   """
   losses = []
   for i, batch in enumerate(pipeline.train_batches(x, y, index_map, start_step), start_step):
@@ -35,6 +37,7 @@ def fit_batches(step: Step, state: Any, x: np.ndarray, y: np.ndarray, index_map:
     with jax.transfer_guard("disallow"):
       state, metrics = step(state, batch, *args)
     losses.append(metrics["loss"])
+    bar.update()
     if after_step is not None:
       after_step(i, state, losses)
   return state, losses

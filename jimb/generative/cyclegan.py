@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jimb import checkpointing
+from jimb import checkpointing, tracking
 from jimb.generative import cycle_nets, loop
 from jimb import mesh as mesh_lib
 
@@ -343,12 +343,13 @@ def _batches(source: np.ndarray, targets: list[np.ndarray], batch_size: int, see
 def train(spec: CycleSpec, source: np.ndarray, targets: list[np.ndarray], key: jax.Array, *,
           mesh: jax.sharding.Mesh | None = None, ckpt: checkpointing.FoldCheckpoints | None = None,
           checkpoint_every: int = 0, log_every: int = 100, members: Sequence[str] | None = None,
-          log: loop.Log = print) -> TrainedCycleGAN:
+          log: loop.Log = print, track: tracking.Tracking = tracking.OFF) -> TrainedCycleGAN:
   """Trains one CycleGAN from `source` (domain A) to each of `targets` (domain B), all at once.
 
   Images are float32 NHWC in [0, 1]. The run lasts (n_epochs + n_epochs_decay) epochs of
   ceil(len(source) / batch_size) steps, resumes from `ckpt`'s latest checkpoint, and stops with a
-  FloatingPointError naming the pair (`members`, default "pair k") whose loss is not finite.
+  FloatingPointError naming the pair (`members`, default "pair k") whose loss is not finite;
+  `track` shows and records the steps.
   """
   source = _check_images("source", source, spec)
   targets = [_check_images(f"target {k}", t, spec) for k, t in enumerate(targets)]
@@ -369,7 +370,7 @@ def train(spec: CycleSpec, source: np.ndarray, targets: list[np.ndarray], key: j
       _batches(source, targets, spec.batch_size, seed, mesh), k_steps,
       (spec.n_epochs + spec.n_epochs_decay) * per_epoch, members=members, ckpt=ckpt,
       checkpoint_every=checkpoint_every, log_every=log_every, what="CycleGAN",
-      lr_key="--config.synth.cyclegan.learning_rate", log=log)
+      lr_key="--config.synth.cyclegan.learning_rate", log=log, track=track)
   return TrainedCycleGAN(spec=spec, graphdefs=graphdefs, state=state, history=history)
 
 

@@ -38,7 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import optax
 
-from jimb import checkpointing
+from jimb import checkpointing, tracking
 from jimb.generative import loop, nets
 from jimb import mesh as mesh_lib
 
@@ -394,13 +394,13 @@ def train(spec: GANSpec, data: list[np.ndarray], key: jax.Array, *,
           labels: list[np.ndarray] | None = None, mesh: jax.sharding.Mesh | None = None,
           ckpt: checkpointing.FoldCheckpoints | None = None, checkpoint_every: int = 0,
           log_every: int = 100, members: Sequence[str] | None = None,
-          log: loop.Log = print) -> TrainedGAN:
+          log: loop.Log = print, track: tracking.Tracking = tracking.OFF) -> TrainedGAN:
   """Trains one GAN per data array (cgan: one on `data[0]` with `labels[0]`), all stacked.
 
   `key` is one key (split per member) or one key per member. With `mesh` the batch is split
   over its 'data' axis and the models are replicated. `ckpt` makes the run resumable: it
-  continues from the latest checkpoint there. A non-finite loss raises FloatingPointError
-  naming the member.
+  continues from the latest checkpoint there; `track` shows and records the steps. A
+  non-finite loss raises FloatingPointError naming the member.
   """
   data = [np.asarray(x, np.float32) for x in data]
   members = list(members) if members is not None else [f"member {i}" for i in range(len(data))]
@@ -440,7 +440,7 @@ def train(spec: GANSpec, data: list[np.ndarray], key: jax.Array, *,
                             key=jax.random.key(0), num_steps=spec.steps, members=members,
                             ckpt=ckpt, checkpoint_every=checkpoint_every, log_every=log_every,
                             what=spec.kind, lr_key=f"--config.synth.{spec.kind}.learning_rate",
-                            log=log)
+                            log=log, track=track)
   stats = {"mean": np.stack([m for m, _ in scales]), "std": np.stack([s for _, s in scales])}
   return TrainedGAN(spec=spec, graphdefs=graphs, state=state, stats=stats, history=history)
 

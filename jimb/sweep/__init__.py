@@ -15,6 +15,7 @@ from typing import Callable
 
 from etils import epath
 
+from jimb import tracking
 from jimb import workdir as workdir_lib
 from jimb.sweep import cells as cells_lib
 from jimb.sweep import executors
@@ -63,10 +64,11 @@ def run_sweep(config, config_file: str, workdir: str, options: executors.Options
       f"{len(pending)} to run on {options.executor}")
   aggregate = functools.partial(tables.write, jobs, str(root), sweep)
   failed = {}
+  track = tracking.Tracking(progress=tracking.progress_enabled(config.report.progress))
   if pending and options.executor == "inline":
-    failed = executors.run_inline(pending, str(root), settings, log)
+    failed = executors.run_inline(pending, str(root), settings, log, track)
   elif pending and options.executor == "ray":
-    failed = executors.run_ray(pending, str(root), settings, options, log)
+    failed = executors.run_ray(pending, str(root), settings, options, log, track)
   elif pending:
     failed = executors.run_slurm(pending, str(root), settings, options, aggregate, log)
     if failed is None:

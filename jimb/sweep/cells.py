@@ -8,9 +8,10 @@ starting with "_" are labels, not config keys:
   _task    what they rank within, e.g. a scenario or a data set (default: one task for all).
 Each cell is the base config (with the command line's --config.* overrides) plus its own.
 
-Cells that differ only in post-hoc keys (stage 2, feature-space resampling, report) share their
-stage-1 training: they form one `Job`, whose stage 1 is trained once and each of whose cells is
-then evaluated on its checkpoints (experiment.evaluate), as seed 001's study re-uses stage 1.
+Cells that differ only in post-hoc keys (stage 2, feature-space resampling, report, calibration,
+decision rule) share their stage-1 training: they form one `Job`, whose stage 1 is trained once
+and each of whose cells is then evaluated on its checkpoints (experiment.evaluate), as seed
+001's study re-uses stage 1.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from jimb import config as config_lib
 
 LABELS = ("_name", "_method", "_task")
 # Keys that never change what stage 1 trains (experiment.evaluate may change them).
-POST_HOC_BLOCKS = ("stage2", "resample.feature", "report")
+POST_HOC_BLOCKS = ("stage2", "resample.feature", "report", "calibration", "decision")
 POST_HOC = tuple(b + "." for b in POST_HOC_BLOCKS)
 _MAX_NAME = 100
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from etils import epath
 
+from jimb import tracking
 from jimb.sweep import cells as cells_lib
 from jimb.sweep import job as job_lib
 
@@ -72,11 +73,13 @@ def default_executor() -> str:
 
 
 def run_inline(jobs: Sequence[cells_lib.Job], workdir: str, settings: job_lib.Settings,
-               log: Log) -> dict[str, str]:
+               log: Log, track: tracking.Tracking = tracking.OFF) -> dict[str, str]:
   """Runs the jobs here, one after another, this process pinned to `settings.cpus` cores (as
   a cell in a fresh process only if JAX has not started yet); returns {job: error} of those
-  that failed."""
+  that failed. `track` draws a bar of the jobs done."""
   failed = {}
+  log = track.log(log)
+  bar = track.bar(len(jobs), "sweep", unit="job", leave=True)
   with job_lib.pinned(settings.cpus):
     for job in jobs:
       log(f"sweep: job {job.name} ({len(job.cells)} cell(s))")
@@ -85,12 +88,16 @@ def run_inline(jobs: Sequence[cells_lib.Job], workdir: str, settings: job_lib.Se
       except Exception as e:  # one bad cell must not stop the others; reported at the end
         log(f"sweep: job {job.name} failed: {type(e).__name__}: {e}")
         failed[job.name] = f"{type(e).__name__}: {e}"
+      bar.update()
+  bar.close()
   return failed
 
 
 def run_ray(jobs: Sequence[cells_lib.Job], workdir: str, settings: job_lib.Settings,
-            options: Options, log: Log) -> dict[str, str]:
-  """Runs the jobs as Ray tasks and waits for them; returns {job: error} of those that failed."""
+            options: Options, log: Log,
+            track: tracking.Tracking = tracking.OFF) -> dict[str, str]:
+  """Runs the jobs as Ray tasks and waits for them; returns {job: error} of those that failed.
+  `track` draws a bar of the jobs done (the cells' own bars stay in their workers)."""
   ray = engine("ray")
   started = not ray.is_initialized()
   if started:
@@ -109,6 +116,8 @@ def run_ray(jobs: Sequence[cells_lib.Job], workdir: str, settings: job_lib.Setti
         f"{gpus} GPU, {options.tpus} TPU)")
     pending = {task.remote(job, workdir, cell_settings): job for job in jobs}
     failed = {}
+    log = track.log(log)
+    bar = track.bar(len(jobs), "sweep", unit="job", leave=True)
     while pending:
       done, _ = ray.wait(list(pending), num_returns=1)
       job = pending.pop(done[0])
@@ -118,6 +127,8 @@ def run_ray(jobs: Sequence[cells_lib.Job], workdir: str, settings: job_lib.Setti
       except Exception as e:  # ray wraps the job's error; the others go on
         log(f"sweep: job {job.name} failed: {e}")
         failed[job.name] = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+      bar.update()
+    bar.close()
     return failed
   finally:
     if started:

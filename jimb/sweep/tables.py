@@ -4,6 +4,7 @@ workdir/sweep.json   cells (overrides, labels, pooled and mean +/- std metrics, 
                      metrics), `ranking`, `friedman`, `nemenyi`, `wilcoxon_holm` per metric
 workdir/sweep.csv    one row per cell: labels, overrides, pooled / mean / std of every metric
 workdir/sweep.md     the same as tables, and seed 001's Table II layout for the ranked metrics
+workdir/report.html  all of it as one page with figures (page.py)
 
 Blocks are (task, fold) pairs: each method's test metric on one fold of one task (seed 001 ranks
 within each (scenario, IR, fold)). Only blocks where every method is finished enter the ranks
@@ -23,6 +24,7 @@ import numpy as np
 from jimb import metrics, stats
 from jimb.sweep import cells as cells_lib
 from jimb.sweep import job as job_lib
+from jimb.sweep import page
 
 Log = Callable[[str], None]
 DISPLAY = {"balanced_accuracy": "AvAcc", "cba": "CBA", "mavg": "MAvG", "macro_f1": "macro-F1",
@@ -135,7 +137,8 @@ def summarise(entries: list[dict], sweep: dict[str, Any]) -> dict:
       cell["synthesis"] = _synthesis_summary(r["folds"])
     cells.append(cell)
   out = {"methods": methods, "control": control, "alpha": sweep["alpha"],
-         "metrics": sweep["metrics"], "cells": cells, "ranking": {}, "blocks": {},
+         "metrics": sweep["metrics"], "display": {m: DISPLAY[m] for m in sweep["metrics"]},
+         "per_class": sweep["per_class"], "cells": cells, "ranking": {}, "blocks": {},
          "friedman": {}, "nemenyi": {}, "wilcoxon_holm": {}}
   for metric in sweep["metrics"]:
     blocks, scores = block_scores(entries, methods, metric)
@@ -260,7 +263,8 @@ def csv_text(summary: dict) -> str:
 
 def write(jobs: Sequence[cells_lib.Job], workdir: str, sweep: dict[str, Any],
           log: Log = print) -> dict:
-  """Collects the finished cells and writes sweep.json, sweep.csv and sweep.md; re-runnable."""
+  """Collects the finished cells and writes sweep.json, sweep.csv, sweep.md and the report page
+  (page.py); re-runnable."""
   workdir = epath.Path(workdir)
   summary = summarise(collect(jobs, workdir), sweep)
   text = markdown(summary, sweep["per_class"])
@@ -270,4 +274,5 @@ def write(jobs: Sequence[cells_lib.Job], workdir: str, sweep: dict[str, Any],
     tmp.write_text(content)
     tmp.replace(workdir / name)   # a reader never sees half a table
   log(text)
+  log(f"report: {page.write(workdir)}")
   return summary

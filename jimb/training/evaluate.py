@@ -1,6 +1,7 @@
 """Evaluation of a fold's model: probabilities (or features) for every example of a part, in
-order and unaugmented, and the test record's metrics with many / medium / few-shot accuracy.
-`setup` is the fold's training.setup.FoldSetup.
+order and unaugmented, the test record's metrics with many / medium / few-shot accuracy, and the
+post-hoc temperature and decision rule, fitted on the validation part and applied to the test
+part. `setup` is the fold's training.setup.FoldSetup.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from jimb import metrics
+from jimb import calibration, metrics
 from jimb.fitting import step as step_lib
 
 
@@ -27,9 +28,66 @@ def predict(setup, predict_fn, state: step_lib.TrainState, part: str,
   return batched(setup, predict_fn, state, part, batch_size)
 
 
-def test_metrics(config, setup, probs: np.ndarray) -> dict[str, Any]:
+def test_metrics(config, setup, probs: np.ndarray,
+                 y_pred: np.ndarray | None = None) -> dict[str, Any]:
   """Imbalance metrics plus many/medium/few-shot accuracy by training-part class size."""
-  out = metrics.classification_metrics(setup.y["test"], probs, setup.num_classes)
+  out = metrics.classification_metrics(setup.y["test"], probs, setup.num_classes, y_pred)
   out.update(metrics.shot_accuracy(out["per_class"]["recall"], setup.sampler.class_counts(),
                                    config.report.many_shot, config.report.few_shot))
   return out
+
+
+def post_hoc_parts(config) -> tuple[str, ...]:
+  """The parts a fold predicts: the test part, and the validation part when a post-hoc
+  temperature or decision rule is fitted on it."""
+  on = config.calibration.temperature or config.decision.rule != "argmax"
+  return ("val", "test") if on else ("test",)
+
+
+def positive_class(config, setup, class_names) -> int | None:
+  """The decision rule's positive class (calibration.positive_class) on this fold's training
+  counts; raises for a rule the task cannot take, before anything is trained."""
+  counts = np.bincount(setup.y["train"], minlength=setup.num_classes)
+  return calibration.positive_class(config.decision.positive_class, class_names, counts,
+                                    config.decision.rule)
+
+
+def post_hoc(config, setup, probs: dict[str, np.ndarray],
+             class_names) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """The fold record's "calibration" and "decision" entries and the test arrays they add
+  (`probs_calibrated`, `decision_pred`), fitted on `probs["val"]` alone.
+
+  The rule is fitted on the calibrated probabilities when the temperature is on: T keeps the
+  family of rules (a monotone map of p(positive); p_c / t_c becomes p_c^(1/T) / t_c^(1/T)), so
+  only the thresholds' scale changes, to calibrated probabilities a reader can interpret.
+  """
+  record, arrays = {}, {}
+  y_val = setup.y["val"]
+  if not len(y_val):
+    raise ValueError("post-hoc calibration and decision rules are fitted on the validation part, "
+                     f"and fold {setup.fold.index} has none; raise --config.split.val_fraction")
+  val, test = probs["val"], probs["test"]
+  if config.calibration.temperature:
+    log_val, log_test = calibration.log_probs(val), calibration.log_probs(test)
+    t = calibration.fit_temperature(log_val, y_val)
+    val = calibration.apply_temperature(log_val, t)
+    test = calibration.apply_temperature(log_test, t)
+    scores = lambda p: dict(zip(("brier", "ece"), (metrics.brier_score(setup.y["test"], p),
+                                                   metrics.calibration(setup.y["test"], p)[0])))
+    record["calibration"] = {
+        "temperature": t, "val_nll_before": calibration.nll(log_val, y_val),
+        "val_nll_after": calibration.nll(log_val, y_val, t),
+        "test_before": scores(probs["test"]), "test_after": scores(test),
+        **({"fallback": "every validation example is classified correctly: the NLL has no "
+                        "minimum, T stays 1"} if calibration.separated(log_val, y_val) else {})}
+    arrays["probs_calibrated"] = test
+  if config.decision.rule != "argmax":
+    decision = calibration.fit_decision(val, y_val, config.decision.rule,
+                                        positive_class(config, setup, class_names),
+                                        config.decision.target_sensitivity)
+    arrays["decision_pred"] = decision.predict(test)
+    record["decision"] = {
+        **decision.record(class_names),
+        "val": metrics.classification_metrics(y_val, val, setup.num_classes, decision.predict(val)),
+        "test": test_metrics(config, setup, test, arrays["decision_pred"])}
+  return record, arrays

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
-from jimb import checkpointing, metrics
+from jimb import checkpointing, metrics, tracking
 from jimb import mesh as mesh_lib
 from jimb.data import active
 from jimb.data import augment as augment_lib
@@ -56,10 +56,11 @@ def _update_quotas(config, setup: FoldSetup, predict_fn, state, meta: dict, epoc
 
 
 def _train_epoch(config, setup: FoldSetup, train_step, predict_fn, state, meta: dict,
-                 mid: checkpointing.FoldCheckpoints | None, log: Log):
-  """One epoch of steps from the position a mid-epoch checkpoint left in `meta`: (state, mean
-  loss). The active sampler re-sets its quotas every `update_every_steps` steps (or once, after
-  the epoch); every `train.checkpoint_every_steps` steps `mid` records the position."""
+                 mid: checkpointing.FoldCheckpoints | None, log: Log, bar=tracking.NullBar()):
+  """One epoch of steps from the position a mid-epoch checkpoint left in `meta`: (state, every
+  step's loss on the host). The active sampler re-sets its quotas every `update_every_steps`
+  steps (or once, after the epoch); every `train.checkpoint_every_steps` steps `mid` records
+  the position; `bar` counts the steps."""
   epoch, steps = meta["epoch"], setup.sampler.steps_per_epoch
   is_active = config.sampler.name == "active"
   every = (config.sampler.update_every_steps or steps) if is_active else steps
@@ -68,6 +69,8 @@ def _train_epoch(config, setup: FoldSetup, train_step, predict_fn, state, meta: 
   weights = mesh_lib.replicate(setup.loss.epoch_weights(epoch), setup.mesh)
   save_every = config.train.checkpoint_every_steps
   step_losses = []
+  bar.reset(total=steps)
+  bar.update(partial["step"])
 
   def checkpoint(first: int):
     def after(i: int, state, chunk_losses: list) -> None:
@@ -92,23 +95,26 @@ def _train_epoch(config, setup: FoldSetup, train_step, predict_fn, state, meta: 
       index_map, start = setup.sampler.epoch_indices(epoch), partial["step"]
     state, chunk = loop.fit_batches(
         train_step, state, setup.pool.x, setup.pool.y, setup.pool.rows[index_map], setup.mesh,
-        (setup.key, setup.mean, setup.std, weights), start, checkpoint(first))
+        (setup.key, setup.mean, setup.std, weights), start, checkpoint(first), bar)
     step_losses += chunk
     if is_active:
       _update_quotas(config, setup, predict_fn, state, meta, epoch, first + count, log)
-  losses = earlier + [float(v) for v in jax.device_get(step_losses)]
-  return state, float(np.mean(np.asarray(losses, np.float32)))
+  return state, earlier + [float(v) for v in jax.device_get(step_losses)]
 
 
 def train_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
-               log: Log) -> tuple[dict, np.ndarray]:
-  """Trains (or resumes) one fold: its record (test metrics included) and test probabilities.
+               log: Log, track: tracking.Tracking = tracking.OFF,
+               class_names: Sequence[str] = ()) -> tuple[dict, dict[str, np.ndarray]]:
+  """Trains (or resumes) one fold: its record (test metrics included) and test arrays
+  (finish_fold).
 
   A checkpoint that cannot be read (the latest when resuming, the best when finishing) is set
   aside and its epochs are trained again from the checkpoint before it: training is
-  deterministic, so the fold ends exactly as it would have.
+  deterministic, so the fold ends exactly as it would have. `track` draws the fold's bars and
+  writes its event files (steps count from 1 across epochs; a resume purges the later ones).
   """
   tc = config.train
+  evaluate.positive_class(config, setup, class_names)   # refuses a bad rule before training
   channels = setup.x["train"].shape[-1]
   augment = augment_lib.make_augment(config.augment, channels) if setup.x["train"].ndim == 4 else None
   train_step = step_lib.make_train_step(setup.graphdef, setup.tx, setup.loss.fn, augment,
@@ -119,13 +125,22 @@ def train_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   train_time = 0.0
   while True:
     state, meta = _resume(setup, ckpt, mid, _new_meta(config, setup), log)
-    while meta["epoch"] < tc.epochs and not meta["stopped_early"]:
-      t0 = time.perf_counter()
-      state = _fit_epoch(config, setup, ckpt, mid, train_step, predict_fn, state, meta, log)
-      train_time += time.perf_counter() - t0
+    writer = track.writer(purge_step=meta["epoch"] * setup.sampler.steps_per_epoch + 1)
+    bars = (track.bar(tc.epochs, f"fold {setup.fold.index}", meta["epoch"], "epoch"),
+            track.bar(setup.sampler.steps_per_epoch, "  steps"))
+    try:
+      while meta["epoch"] < tc.epochs and not meta["stopped_early"]:
+        t0 = time.perf_counter()
+        state = _fit_epoch(config, setup, ckpt, mid, train_step, predict_fn, state, meta, log,
+                           writer, bars)
+        train_time += time.perf_counter() - t0
+    finally:
+      writer.close()
+      for bar in reversed(bars):
+        bar.close()
     ckpt.wait()
     try:
-      record = finish_fold(config, setup, ckpt, meta, train_time)
+      record = finish_fold(config, setup, ckpt, meta, train_time, class_names, log)
     except checkpointing.UnreadableCheckpoint as e:
       log(f"  the best epoch's checkpoint {e.epoch} cannot be read: {ckpt.set_aside(e.epoch)}")
       continue
@@ -167,13 +182,18 @@ def _check_divergence(setup: FoldSetup, meta: dict, epoch: int, loss: float, log
 
 def _fit_epoch(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
                mid: checkpointing.FoldCheckpoints | None, train_step, predict_fn, state,
-               meta: dict, log: Log):
-  """One epoch: train, validate, update `meta` (history, best epoch, early stop), checkpoint."""
+               meta: dict, log: Log, writer=tracking.NullWriter(),
+               bars=(tracking.NullBar(), tracking.NullBar())):
+  """One epoch: train, validate, update `meta` (history, best epoch, early stop), checkpoint,
+  then log it: a line every `log_every_epochs`, and to `writer` every step's loss and the
+  epoch's validation metrics (at the epoch's last step); `bars` count epochs and steps."""
   tc = config.train
   has_val = len(setup.y["val"]) > 0
   t0 = time.perf_counter()
   epoch = meta["epoch"]
-  state, loss = _train_epoch(config, setup, train_step, predict_fn, state, meta, mid, log)
+  state, step_losses = _train_epoch(config, setup, train_step, predict_fn, state, meta, mid, log,
+                                    bars[1])
+  loss = float(np.mean(np.asarray(step_losses, np.float32)))
   if not math.isfinite(loss):
     kept = (f"checkpoints up to epoch {epoch} are kept in {ckpt.directory}, so change the "
             "config in a new --workdir" if epoch else "no epoch had finished, so this --workdir "
@@ -198,6 +218,12 @@ def _fit_epoch(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   meta["stopped_early"] = bool(tc.patience and has_val
                                and meta["epoch"] - meta["best_epoch"] >= tc.patience)
   ckpt.save(meta["epoch"], state, meta, value)
+  steps = setup.sampler.steps_per_epoch
+  writer.series("train/loss", step_losses, epoch * steps + 1)
+  writer.scalars({"train/epoch_loss": loss,
+                  **{f"val/{name}": v for name, v in record.get("val", {}).items()}},
+                 meta["epoch"] * steps)
+  bars[0].update()
   if meta["epoch"] % tc.log_every_epochs == 0 or meta["stopped_early"] or meta["epoch"] == tc.epochs:
     val_text = f"  val {tc.select_metric} {value:.4f}" if has_val else ""
     log(f"  fold {setup.fold.index} epoch {meta['epoch']:>3}/{tc.epochs}  loss {loss:.4f}"
@@ -207,10 +233,14 @@ def _fit_epoch(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
 
 
 def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
-                meta: dict[str, Any], train_time: float = 0.0) -> tuple[dict, np.ndarray]:
-  """Restores the best epoch and evaluates it on the fold's test part: (record, test probs).
+                meta: dict[str, Any], train_time: float = 0.0, class_names: Sequence[str] = (),
+                log: Log = print) -> tuple[dict, dict[str, np.ndarray]]:
+  """Restores the best epoch and evaluates it on the fold's test part: (record, test arrays).
 
   With a stage 2 the record's "test" is the stage-2 result and "test_stage1" the stage-1 one.
+  The test arrays are `probs`, and with the post-hoc blocks on (evaluate.post_hoc, fitted on the
+  validation part's probabilities of the same model) `probs_calibrated` and `decision_pred`;
+  the record's "test" stays the argmax of `probs`.
   """
   t0 = time.perf_counter()
   if not meta["best_epoch"]:
@@ -218,11 +248,22 @@ def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
         f"fold {setup.fold.index} has no finished epoch in {ckpt.directory}; train it with --mode=train")
   state, _ = ckpt.restore(meta["best_epoch"], checkpointing.abstract_like(setup.init_state))
   predict_fn = step_lib.make_predict(setup.graphdef, setup.mesh)
-  probs = evaluate.predict(setup, predict_fn, state, "test", config.train.eval_batch_size)
-  tests = {"test": evaluate.test_metrics(config, setup, probs)}
+  parts = evaluate.post_hoc_parts(config)
+  probs = {p: evaluate.predict(setup, predict_fn, state, p, config.train.eval_batch_size)
+           for p in parts}
+  tests = {"test": evaluate.test_metrics(config, setup, probs["test"])}
   if config.stage2.method != "none":
-    probs = stage2.test_probs(config, setup, predict_fn, state)
-    tests = {"test": evaluate.test_metrics(config, setup, probs), "test_stage1": tests["test"]}
+    probs = stage2.probs(config, setup, predict_fn, state, parts)
+    tests = {"test": evaluate.test_metrics(config, setup, probs["test"]),
+             "test_stage1": tests["test"]}
+  post_hoc, arrays = {}, {"probs": probs["test"]}
+  if len(parts) > 1:
+    post_hoc, extra = evaluate.post_hoc(config, setup, probs, class_names)
+    arrays.update(extra)
+    if "positive_class" in post_hoc.get("decision", {}) and not config.decision.positive_class:
+      log(f"  fold {setup.fold.index}: decision rule {config.decision.rule} scores class "
+          f"{post_hoc['decision']['positive_class']!r} (fewer training examples) against the "
+          "other; --config.decision.positive_class chooses another")
   sampled = ({"quotas_per_batch": meta["quotas"]} if "quotas" in meta else
              {"train_sampled_per_epoch": np.round(setup.sampler.counts_per_epoch(), 2).tolist()})
   resampled = {}
@@ -244,8 +285,9 @@ def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
       **({"quota_history": meta["quota_history"]} if "quota_history" in meta else {}),
       **({"synthesis": setup.synthesis} if setup.synthesis is not None else {}),
       **tests,
+      **post_hoc,
       "timings": {"train_s": round(train_time, 2), "test_s": round(time.perf_counter() - t0, 2)},
-  }, probs
+  }, arrays
 
 
 def latest_meta(ckpt: checkpointing.FoldCheckpoints, setup: FoldSetup) -> dict[str, Any]:

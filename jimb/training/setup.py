@@ -17,6 +17,7 @@ import numpy as np
 from jimb import balance as balance_lib
 from jimb import losses
 from jimb import mesh as mesh_lib
+from jimb import tracking
 from jimb.balance import pool as pool_lib
 from jimb.data import preprocess
 from jimb.data import sampler as sampler_lib
@@ -67,9 +68,10 @@ def _parts(config, ds: Dataset, fold: Fold) -> dict[str, np.ndarray]:
 
 
 def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh,
-               synth_root: str | os.PathLike | None = None, log: Log = print) -> FoldSetup:
+               synth_root: str | os.PathLike | None = None, log: Log = print,
+               track: tracking.Tracking = tracking.OFF) -> FoldSetup:
   """Everything a fold needs, fitted on its training part; `synth_root` caches the synthesis
-  stage's generators and samples (config.synth)."""
+  stage's generators and samples (config.synth), whose training `track` shows and records."""
   stage2.check(config)
   parts = _parts(config, ds, fold)
   pre = preprocess.fit_preprocessor(ds.x[parts["train"]], config.data, ds.is_image,
@@ -79,7 +81,7 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh,
   mesh_lib.check_batch_size(config.train.batch_size, mesh)
   balanced = balance_lib.balance(config, x["train"], y["train"], ds.class_names, fold.index,
                                  *mesh_lib.replicate((pre.mean, pre.std), mesh), mesh,
-                                 synth_root, log)
+                                 synth_root, log, track)
   pool = balanced.pool
   sampler = sampler_lib.from_config(
       pool.labels, ds.num_classes, config.sampler, config.train.batch_size,
