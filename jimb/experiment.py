@@ -89,11 +89,23 @@ def _run_folds(config, workdir: str | os.PathLike, run_fold, mode: str,
     results = report.assemble(resolved, info, folds, records, ds.y, probs, post_hoc)
     results["timings"] = {"total_s": round(time.perf_counter() - t0, 2)}
     workdir_lib.write_json(workdir / output, results)
+    if mode == "eval" and multihost.is_writer():
+      _write_eval_arrays(workdir / output, folds, ds.y, probs, post_hoc)
     if config.report.figures and multihost.is_writer():
       log(f"report: {render_run.write(workdir, output)}")
     multihost.barrier(f"{output} written")
   log(report.summary_table(results))
   return results
+
+
+def _write_eval_arrays(output: epath.Path, folds, labels: np.ndarray, probs: list[np.ndarray],
+                      post_hoc: list[dict[str, np.ndarray]]) -> None:
+  """An eval run's pooled test arrays beside its results (`<stem>_probs.npz`), for its report:
+  the folds' test_probs.npz stay the training run's."""
+  index = np.concatenate([f.test for f in folds])
+  extra = {k: np.concatenate([a[k] for a in post_hoc]) for k in post_hoc[0]}
+  files.write_npz(output.with_name(f"{output.stem}_probs.npz"), index=index,
+                  labels=labels[index], probs=np.concatenate(probs), **extra)
 
 
 def _train_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, mesh,

@@ -49,6 +49,21 @@ class NullWriter:
     pass
 
 
+def _tensorboardx():
+  """tensorboardX, imported only where event files are written, and without PyTorch:
+  tensorboardX imports torch whenever it is installed (to accept torch tensors, which jimb never
+  passes), which costs seconds and would make every run import it."""
+  if "torch" in sys.modules:
+    import tensorboardX
+    return tensorboardX
+  sys.modules["torch"] = None   # `import torch` now raises ImportError, which tensorboardX expects
+  try:
+    import tensorboardX
+  finally:
+    del sys.modules["torch"]
+  return tensorboardX
+
+
 class Writer(NullWriter):
   """Scalars to the event files of one folder (tensorboardX: no TensorFlow needed).
 
@@ -57,7 +72,7 @@ class Writer(NullWriter):
   """
 
   def __init__(self, directory: str, purge_step: int | None = None):
-    import tensorboardX   # only where event files are written
+    tensorboardX = _tensorboardx()
     from tensorboardX.proto import summary_pb2
     self._summary = summary_pb2.Summary
     # A suffix in nanoseconds keeps two writers opened in one second from sharing a file name

@@ -211,6 +211,14 @@ def test_eval_mode_applies_post_hoc_steps_as_training_does(runs):
     assert a["calibration"] == b["calibration"]
   assert again["summary"]["pooled_decision"]["macro_f1"] == (
       trained["summary"]["pooled_decision"]["macro_f1"])
+  # Its own pooled arrays (for its report), equal to what training with the steps saved.
+  with np.load(root / "plain" / "eval_post_hoc_probs.npz") as saved:
+    folds = [np.load(root / "post_hoc" / f"fold_{r['index']}" / "test_probs.npz")
+             for r in trained["folds"]]
+    for key in ("index", "labels", "probs", "probs_calibrated", "decision_pred"):
+      np.testing.assert_array_equal(saved[key], np.concatenate([f[key] for f in folds]))
+  page = (root / "plain" / "eval_post_hoc_report.html").read_text()
+  assert "Reliability diagram" in page and "decision rule" in page
 
 
 def test_test_labels_never_fit_the_temperature_or_the_rule(runs, monkeypatch):

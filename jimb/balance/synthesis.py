@@ -257,54 +257,21 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
   generator = {"method": s.method, **own, "stacked": stacked(config, generators)}
   key = jax.random.fold_in(jax.random.key(config.seed), fold_index)
   gen_key, sample_key = jax.random.split(key)
-  real = np.bincount(y, minlength=len(names))
-  log(f"  synthesis: {s.method} ({s.budget} budget) for " + ", ".join(
-      f"{names[c]} ({real[c]} real rows, {add[c]} synthetic requested)" for c in classes))
-  few = [f"{names[c]!r} (#{c}: {real[c]})" for c in classes if real[c] < s.min_real_rows]
-  if few:
-    log(f"  synthesis warning: {', '.join(few)} {'has' if len(few) == 1 else 'have'} fewer "
-        f"real training rows than --config.synth.min_real_rows={s.min_real_rows}; their "
-        "generators mostly reproduce them (name only the other classes in "
-        "--config.synth.classes to leave them out)")
+  _log_request(s, names, np.bincount(y, minlength=len(names)), add, log)
   make, histories = _train_generators(
       config, generators, x, y, classes, source, names, gen_key, mesh,
       fold_dir / f"generator_{_digest(base, generator, classes)}", log,
       track.sub(f"fold_{fold_index}"))
-
   seed = config.seed * 1000 + fold_index
-  space = lambda rows: rows.reshape(len(rows), -1).astype(np.float32)
-  if s.judge_epochs:
-    judge_cfg = {k: synth[k] for k in _JUDGE_KEYS}
-    judge_dir = fold_dir / f"judge_{_digest(base, judge_cfg, config.model.to_dict())}"
-    ckpt = checkpointing.FoldCheckpoints(judge_dir)
-    try:
-      trained_judge = judge.train(config.model, x, y, len(names), mean, std, mesh,
-                                  epochs=s.judge_epochs, batch_size=s.judge_batch_size,
-                                  learning_rate=1e-3, seed=seed, ckpt=ckpt, log=log)
-    finally:
-      ckpt.close()
-    space = trained_judge.features
+  judge_cfg = {k: synth[k] for k in _JUDGE_KEYS}
+  space = _feature_space(config, x, y, len(names), (mean, std, mesh),
+                         fold_dir / f"judge_{_digest(base, judge_cfg, config.model.to_dict())}",
+                         seed, log)
   real_features = space(x)
-
-  kept_x, kept_y, kept_features, rounds = [], [], [], []
-  for r in range(max(s.max_rounds, 1) if s.filter != "none" else 1):
-    have = np.bincount(np.concatenate(kept_y) if kept_y else np.zeros(0, int), minlength=len(names))
-    need = {c: add[c] - int(have[c]) for c in classes if add[c] > have[c]}
-    if not need:
-      break
-    new_x = np.concatenate([make(c, n, jax.random.fold_in(sample_key, r * len(names) + c))
-                            for c, n in need.items()]).astype(x.dtype)
-    new_y = np.concatenate([np.full(n, c, y.dtype) for c, n in need.items()])
-    new_features = space(new_x)
-    mask, filtered = quality_filter.keep_mask(real_features, y, new_features, new_y, s.filter,
-                                              k=s.filter_k, seed=seed)
-    rounds.append(filtered)
-    kept_x.append(new_x[mask])
-    kept_y.append(new_y[mask])
-    kept_features.append(new_features[mask])
-  x_syn, y_syn = np.concatenate(kept_x), np.concatenate(kept_y)
-  per_class = scores.per_class_scores(real_features, y, np.concatenate(kept_features), y_syn,
-                                      k=s.score_k)
+  draw = lambda c, n, r: make(c, n, jax.random.fold_in(sample_key, r * len(names) + c)).astype(
+      x.dtype)
+  x_syn, y_syn, kept_features, rounds = _filtered_rows(s, draw, add, space, real_features, y, seed)
+  per_class = scores.per_class_scores(real_features, y, kept_features, y_syn, k=s.score_k)
   generated = sum(f["overall"]["generated"] for f in rounds)
   report = {
       "method": s.method, "budget": s.budget,
@@ -318,12 +285,68 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
       "directory": str(out_dir),
   }
   if multihost.is_writer():
-    if x.ndim == 4:
-      grid.save_grid(out_dir / "grid.png", {c: x[y == c] for c in classes},
-                     {c: x_syn[y_syn == c] for c in classes}, names)
-    files.write_text(out_dir / "losses.json", json.dumps(histories))
-    files.write_text(out_dir / "report.json", json.dumps(report, indent=1, allow_nan=True))
-    files.write_npz(out_dir / "samples.npz", x=x_syn, y=y_syn)   # written last: marks it done
+    _save(out_dir, (x, y), (x_syn, y_syn), classes, names, histories, report)
   log(f"  synthesis: kept {len(y_syn)} of {generated} rows (rejection rate "
       f"{report['filter']['rejection_rate']:.3f}); grid and scores in {out_dir}")
   return Synthesis(x_syn, y_syn, report)
+
+
+def _log_request(s, names, real: np.ndarray, add: dict[int, int], log: Log) -> None:
+  """What is asked of each class, and a warning where too few real rows back it."""
+  log(f"  synthesis: {s.method} ({s.budget} budget) for " + ", ".join(
+      f"{names[c]} ({real[c]} real rows, {add[c]} synthetic requested)" for c in sorted(add)))
+  few = [f"{names[c]!r} (#{c}: {real[c]})" for c in sorted(add) if real[c] < s.min_real_rows]
+  if few:
+    log(f"  synthesis warning: {', '.join(few)} {'has' if len(few) == 1 else 'have'} fewer "
+        f"real training rows than --config.synth.min_real_rows={s.min_real_rows}; their "
+        "generators mostly reproduce them (name only the other classes in "
+        "--config.synth.classes to leave them out)")
+
+
+def _feature_space(config, x, y, num_classes, placement, judge_dir, seed, log):
+  """rows -> the vectors the filter and the scores compare: the judge's features when
+  synth.judge_epochs (a classifier trained, or restored, on the real rows), else the pixels."""
+  s = config.synth
+  if not s.judge_epochs:
+    return lambda rows: rows.reshape(len(rows), -1).astype(np.float32)
+  mean, std, mesh = placement
+  ckpt = checkpointing.FoldCheckpoints(judge_dir)
+  try:
+    return judge.train(config.model, x, y, num_classes, mean, std, mesh,
+                       epochs=s.judge_epochs, batch_size=s.judge_batch_size,
+                       learning_rate=1e-3, seed=seed, ckpt=ckpt, log=log).features
+  finally:
+    ckpt.close()
+
+
+def _filtered_rows(s, draw, add: dict[int, int], space, real_features, y, seed):
+  """Rows drawn (`draw(c, n, round)`) and filtered until every class has what `add` asks or
+  synth.max_rounds is spent: (rows, labels, their features, each round's filter report)."""
+  kept_x, kept_y, kept_features, rounds = [], [], [], []
+  for r in range(max(s.max_rounds, 1) if s.filter != "none" else 1):
+    have = np.bincount(np.concatenate(kept_y) if kept_y else np.zeros(0, int),
+                       minlength=max(add) + 1)
+    need = {c: add[c] - int(have[c]) for c in sorted(add) if add[c] > have[c]}
+    if not need:
+      break
+    new_x = np.concatenate([draw(c, n, r) for c, n in need.items()])
+    new_y = np.concatenate([np.full(n, c, y.dtype) for c, n in need.items()])
+    new_features = space(new_x)
+    mask, filtered = quality_filter.keep_mask(real_features, y, new_features, new_y, s.filter,
+                                              k=s.filter_k, seed=seed)
+    rounds.append(filtered)
+    kept_x.append(new_x[mask])
+    kept_y.append(new_y[mask])
+    kept_features.append(new_features[mask])
+  return (np.concatenate(kept_x), np.concatenate(kept_y), np.concatenate(kept_features), rounds)
+
+
+def _save(out_dir, real, synthetic, classes, names, histories, report) -> None:
+  """The grid, loss histories, report and rows; the rows last, as they mark the folder done."""
+  (x, y), (x_syn, y_syn) = real, synthetic
+  if x.ndim == 4:
+    grid.save_grid(out_dir / "grid.png", {c: x[y == c] for c in classes},
+                   {c: x_syn[y_syn == c] for c in classes}, names)
+  files.write_text(out_dir / "losses.json", json.dumps(histories))
+  files.write_text(out_dir / "report.json", json.dumps(report, indent=1, allow_nan=True))
+  files.write_npz(out_dir / "samples.npz", x=x_syn, y=y_syn)

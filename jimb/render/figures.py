@@ -117,7 +117,7 @@ def roc_pr(labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) ->
   """One-vs-rest ROC and precision-recall curves per class from the pooled out-of-fold
   probabilities (AUC / AP in the legend), with the macro curve. A class absent from `labels`
   has no curve."""
-  fig, (roc_ax, pr_ax) = _figure(13, 5, 2)
+  fig, (roc_ax, pr_ax) = _figure(11, 5, 2)
   fprs, tprs, recalls, precisions = [], [], [], []
   for c, name in enumerate(class_names):
     truth = labels == c
@@ -136,8 +136,8 @@ def roc_pr(labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) ->
   roc_ax.plot([0, 1], [0, 1], ":", color="0.6")
   roc_ax.set(title="ROC, one vs rest", xlabel="false positive rate", ylabel="true positive rate")
   pr_ax.set(title="precision-recall, one vs rest", xlabel="recall", ylabel="precision")
-  for ax in (roc_ax, pr_ax):
-    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+  roc_ax.legend(fontsize="x-small", loc="lower right")
+  pr_ax.legend(fontsize="x-small", loc="lower left")
   return fig
 
 

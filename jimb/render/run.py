@@ -30,17 +30,15 @@ def write(workdir: str | os.PathLike, results_file: str | os.PathLike = "results
           ) -> epath.Path:
   """Writes figures/*.png (a few also .pdf) and report.html beside `results_file` (relative to
   the workdir, or absolute); returns the page's path. Another results file than results.json
-  (an eval run's) gets `<its stem>_` prefixed names, and no pooled figures: the saved
-  test_probs.npz are the training run's predictions."""
+  (an eval run's) gets `<its stem>_` prefixed names, and its pooled figures from the eval
+  run's `<its stem>_probs.npz` (the folds' test_probs.npz are the training run's)."""
   workdir = files.as_path(workdir)
   path = workdir / results_file
   if not path.exists():
     raise FileNotFoundError(f"{path} does not exist: {FIX_RESULTS}")
   results = files.read_json(path, FIX_RESULTS)
   prefix = "" if path.name == "results.json" else f"{path.stem}_"
-  pooled = (_pooled(workdir, results["folds"]) if not prefix else
-            {"note": f"{path.name} comes from re-evaluated checkpoints whose probabilities are "
-                     "not saved: the pooled figures are in the training run's report.html"})
+  pooled = _pooled(workdir, results["folds"]) if not prefix else _eval_pooled(path)
   synthesis = _synthesis(results)
   drawn = _figures(results, pooled, synthesis)
   pngs = {}
@@ -77,6 +75,17 @@ def _pooled(workdir: epath.Path, folds: list[dict]) -> dict:
     if all(key in a for a in arrays):
       out[key] = np.concatenate([a[key] for a in arrays])
   return out
+
+
+def _eval_pooled(path: epath.Path) -> dict:
+  """An eval run's pooled arrays (experiment writes them beside its results), or a `note`."""
+  arrays = path.with_name(f"{path.stem}_probs.npz")
+  if not arrays.exists():
+    return {"note": f"{arrays.name} is missing (written by --mode=eval since the reports "
+                    "exist): run the eval again to draw its pooled figures"}
+  saved = files.read_npz(arrays)
+  return {k: saved[k] for k in ("labels", "probs", "probs_calibrated", "decision_pred")
+          if k in saved}
 
 
 def _figures(results: dict, pooled: dict, synthesis: dict) -> dict[str, tuple]:

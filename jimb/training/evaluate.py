@@ -54,40 +54,58 @@ def positive_class(config, setup, class_names) -> int | None:
 
 def post_hoc(config, setup, probs: dict[str, np.ndarray],
              class_names) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-  """The fold record's "calibration" and "decision" entries and the test arrays they add
-  (`probs_calibrated`, `decision_pred`), fitted on `probs["val"]` alone.
-
-  The rule is fitted on the calibrated probabilities when the temperature is on: T keeps the
-  family of rules (a monotone map of p(positive); p_c / t_c becomes p_c^(1/T) / t_c^(1/T)), so
-  only the thresholds' scale changes, to calibrated probabilities a reader can interpret.
-  """
-  record, arrays = {}, {}
-  y_val = setup.y["val"]
-  if not len(y_val):
+  """The fold record's post-hoc entries ("calibration", "decision") and the test arrays they add
+  (`probs_calibrated`, `decision_pred`): the POST_HOC steps in order, each fitted on the
+  validation probabilities the step before it leaves, `probs["val"]` alone."""
+  if not len(setup.y["val"]):
     raise ValueError("post-hoc calibration and decision rules are fitted on the validation part, "
                      f"and fold {setup.fold.index} has none; raise --config.split.val_fraction")
-  val, test = probs["val"], probs["test"]
-  if config.calibration.temperature:
-    log_val, log_test = calibration.log_probs(val), calibration.log_probs(test)
-    t = calibration.fit_temperature(log_val, y_val)
-    val = calibration.apply_temperature(log_val, t)
-    test = calibration.apply_temperature(log_test, t)
-    scores = lambda p: dict(zip(("brier", "ece"), (metrics.brier_score(setup.y["test"], p),
-                                                   metrics.calibration(setup.y["test"], p)[0])))
-    record["calibration"] = {
-        "temperature": t, "val_nll_before": calibration.nll(log_val, y_val),
-        "val_nll_after": calibration.nll(log_val, y_val, t),
-        "test_before": scores(probs["test"]), "test_after": scores(test),
-        **({"fallback": "every validation example is classified correctly: the NLL has no "
-                        "minimum, T stays 1"} if calibration.separated(log_val, y_val) else {})}
-    arrays["probs_calibrated"] = test
-  if config.decision.rule != "argmax":
-    decision = calibration.fit_decision(val, y_val, config.decision.rule,
-                                        positive_class(config, setup, class_names),
-                                        config.decision.target_sensitivity)
-    arrays["decision_pred"] = decision.predict(test)
-    record["decision"] = {
-        **decision.record(class_names),
-        "val": metrics.classification_metrics(y_val, val, setup.num_classes, decision.predict(val)),
-        "test": test_metrics(config, setup, test, arrays["decision_pred"])}
+  record, arrays = {}, {}
+  for step in POST_HOC:
+    entries, added, probs = step(config, setup, probs, class_names)
+    record.update(entries)
+    arrays.update(added)
   return record, arrays
+
+
+def _temperature(config, setup, probs, class_names):
+  """Temperature scaling; the later steps see the calibrated probabilities. A rule fitted on them
+  is the same family of rules (a monotone map of p(positive); p_c / t_c becomes p_c^(1/T) /
+  t_c^(1/T)): only its thresholds' scale changes, to probabilities a reader can interpret."""
+  del class_names
+  if not config.calibration.temperature:
+    return {}, {}, probs
+  y_val, y_test = setup.y["val"], setup.y["test"]
+  log_val, log_test = calibration.log_probs(probs["val"]), calibration.log_probs(probs["test"])
+  t = calibration.fit_temperature(log_val, y_val)
+  test = calibration.apply_temperature(log_test, t)
+  scores = lambda p: {"brier": metrics.brier_score(y_test, p),
+                      "ece": metrics.calibration(y_test, p)[0]}
+  entry = {
+      "temperature": t, "val_nll_before": calibration.nll(log_val, y_val),
+      "val_nll_after": calibration.nll(log_val, y_val, t),
+      "test_before": scores(probs["test"]), "test_after": scores(test),
+      **({"fallback": "every validation example is classified correctly: the NLL has no "
+                      "minimum, T stays 1"} if calibration.separated(log_val, y_val) else {})}
+  return ({"calibration": entry}, {"probs_calibrated": test},
+          {"val": calibration.apply_temperature(log_val, t), "test": test})
+
+
+def _decision(config, setup, probs, class_names):
+  """A decision rule other than argmax, with the test metrics of its predictions."""
+  if config.decision.rule == "argmax":
+    return {}, {}, probs
+  y_val = setup.y["val"]
+  decision = calibration.fit_decision(probs["val"], y_val, config.decision.rule,
+                                      positive_class(config, setup, class_names),
+                                      config.decision.target_sensitivity)
+  pred = decision.predict(probs["test"])
+  entry = {
+      **decision.record(class_names),
+      "val": metrics.classification_metrics(y_val, probs["val"], setup.num_classes,
+                                            decision.predict(probs["val"])),
+      "test": test_metrics(config, setup, probs["test"], pred)}
+  return {"decision": entry}, {"decision_pred": pred}, probs
+
+
+POST_HOC = (_temperature, _decision)
