@@ -125,6 +125,16 @@ def base_config() -> ml_collections.ConfigDict:
       class_weights="",      # "" | balanced | effective_number | "w0,w1,..."
       beta=0.9999,           # effective_number
       drw_epoch=0,           # class weights apply from this epoch on (0: from the start)
+      instance_weights="none",  # none | icost: per-example weights by instance complexity
+      # (jimb.resampling.complexity), fitted on each fold's real training rows
+      icost=ml_collections.ConfigDict(dict(
+          k=5,                   # neighbours for k-disagreeing neighbours (kDN)
+          space="inputs",        # inputs: flattened, standardised with the training part's statistics
+          groups="icost",        # icost (the reference's pure/safe/border/outlier) | napierala
+                                 # (safe/borderline/rare/outlier)
+          costs="",              # "" (the scheme's defaults) | four numbers "c0,c1,c2,c3", one per group
+          scale_by_ir=True,      # multiply a minority class's costs by n_max / n_c
+      )),
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="adam",           # adam | adamw | sgd | rmsprop
@@ -187,7 +197,7 @@ def base_config() -> ml_collections.ConfigDict:
       beta2=0.999,
   )
   c.synth = ml_collections.ConfigDict(dict(
-      method="none",         # none | dcgan | lsgan | cgan | wgan_gp | cyclegan
+      method="none",         # none | dcgan | lsgan | cgan | wgan_gp | cyclegan | ddpm
       budget="majority",     # majority | min_count | ceil_multiple (seed 000's S_i) | counts
       min_count=800,         # budget=min_count
       counts="",             # budget=counts: "class:total,..." target totals per class
@@ -212,7 +222,9 @@ def base_config() -> ml_collections.ConfigDict:
       # the reference implementation's names and defaults (junyanz/pytorch-CycleGAN-and-pix2pix)
       cyclegan=dict(
           source_class="majority",   # domain A, translated from: majority | a class name or index
-          ngf=64, ndf=64, n_blocks=9, n_layers_D=3,
+          arch="conv",               # conv (images: the reference's nets) | mlp (table rows)
+          hidden="128,128",          # mlp: hidden sizes of generators and discriminators
+          ngf=64, ndf=64, n_blocks=9, n_layers_D=3,       # conv
           lambda_A=10.0, lambda_B=10.0, lambda_identity=0.5, pool_size=50,
           gan_mode="lsgan",          # lsgan | vanilla
           no_flip=False,             # True: no random horizontal flips of either domain
@@ -220,6 +232,20 @@ def base_config() -> ml_collections.ConfigDict:
           batch_size=1,
           learning_rate=2e-4,        # Adam, beta2 0.999
           beta1=0.5,
+      ),
+      # one class-conditional DDPM (jimb.generative.ddpm), sized for 28x28 on a CPU: cosine
+      # schedule, epsilon prediction, DDIM sampling; Ho et al.'s Adam 2e-4, clip 1, dropout 0.1
+      ddpm=dict(
+          widths="32,64",            # U-Net channels per level (full resolution first)
+          res_blocks=1,              # residual blocks per level
+          embed_dim=128,             # time + class embedding size
+          dropout=0.1,
+          timesteps=1000,            # T
+          sample_steps=50,           # DDIM steps
+          eta=0.0,                   # DDIM: 0 deterministic, 1 the DDPM's noise
+          steps=2000, batch_size=64,
+          learning_rate=2e-4, warmup_steps=100, grad_clip=1.0,
+          ema_decay=0.999,           # samples come from this moving average of the weights
       ),
   ))
 
@@ -285,7 +311,7 @@ RANGES = {
     "sampler.update_every_steps": (0, None), "sampler.floor": (0, None),
     "augment.rotation": (0, 180), "augment.brightness": (0, 1), "augment.contrast": (0, 1),
     "augment.saturation": (0, 1), "augment.hue": (0, 0.5),
-    "loss.beta": (0, 1), "loss.drw_epoch": (0, None),
+    "loss.beta": (0, 1), "loss.drw_epoch": (0, None), "loss.icost.k": (1, None),
     "optim.learning_rate": ("(", 0, None), "optim.warmup_epochs": (0, None),
     "optim.momentum": (0, 1), "optim.weight_decay": (0, None), "optim.grad_clip": (0, None),
     "transfer.warmup_epochs": (0, None),
@@ -307,6 +333,11 @@ RANGES = {
         ("lambda_A", (0, None)), ("lambda_B", (0, None)), ("lambda_identity", (0, None)),
         ("pool_size", (0, None)), ("n_epochs", (0, None)), ("n_epochs_decay", (0, None)),
         ("batch_size", (1, None)), ("learning_rate", ("(", 0, None)), ("beta1", (0, 1)))},
+    **{f"synth.ddpm.{key}": bound for key, bound in (
+        ("res_blocks", (1, None)), ("embed_dim", (1, None)), ("dropout", (0, 0.99)),
+        ("timesteps", (1, None)), ("sample_steps", (1, None)), ("eta", (0, 1)),
+        ("steps", (1, None)), ("batch_size", (1, None)), ("learning_rate", ("(", 0, None)),
+        ("warmup_steps", (0, None)), ("grad_clip", ("(", 0, None)), ("ema_decay", (0, 1)))},
     "stage2.epochs": (1, None), "stage2.batch_size": (1, None),
     "stage2.learning_rate": ("(", 0, None),
     "sweep.alpha": ("(", 0, 1), "report.many_shot": (0, None), "report.few_shot": (0, None),

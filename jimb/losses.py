@@ -15,7 +15,10 @@ logits.
 Generic keys of the loss block, valid for every loss and removed before the factory is called:
 `class_weights` (""/None, "balanced", "effective_number", or one non-negative number per class
 as a list or a comma-separated string, since the command line cannot pass a list),
-`beta` (effective-number beta) and `drw_epoch` (the epoch from which the weights apply).
+`beta` (effective-number beta) and `drw_epoch` (the epoch from which the weights apply), and
+`instance_weights` ("none" or "icost", with its options in the `icost` sub-block): per-example
+weights of the training rows (jimb.resampling.complexity), which the training step multiplies in
+as mean(w_i * w[y_i] * fn(logits, y)_i) when a batch carries them.
 A class absent from the training part (n_k = 0) gets weight 0 and counts as one example wherever
 a loss takes log n_k or n_k ** -1/4, so no value becomes infinite.
 """
@@ -36,7 +39,9 @@ LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 LOSSES = Registry("loss")
 
 CLASS_WEIGHTS = ("balanced", "effective_number")
-_GENERIC_DEFAULTS = {"class_weights": "", "beta": 0.9999, "drw_epoch": 0}
+INSTANCE_WEIGHTS = ("none", "icost")
+_GENERIC_DEFAULTS = {"class_weights": "", "beta": 0.9999, "drw_epoch": 0,
+                     "instance_weights": "none", "icost": None}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -86,6 +91,9 @@ def build_loss(loss_cfg: Any, class_counts: np.ndarray) -> Loss:
                       class_counts=class_counts)
   weights = _class_weights(generic["class_weights"], class_counts, _checked_beta(generic["beta"]))
   drw_epoch = _checked_drw_epoch(generic["drw_epoch"], weights)
+  if generic["instance_weights"] not in INSTANCE_WEIGHTS:
+    raise ValueError(f"unknown --config.loss.instance_weights={generic['instance_weights']!r}; "
+                     f"choose one of {INSTANCE_WEIGHTS}")
   return dataclasses.replace(loss, class_weights=weights, weights_from_epoch=drw_epoch,
                              num_classes=len(class_counts))
 

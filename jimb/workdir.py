@@ -38,9 +38,13 @@ def config_differences(old: dict, new: dict, post_hoc_free: bool = False) -> lis
 
   Keys that only choose what to run or show never count; synthesis options do not count while
   synthesis is off in both; with `post_hoc_free` the post-hoc stages do not count either (eval
-  mode may apply others to the saved stage-1 checkpoints).
+  mode may apply others to the saved stage-1 checkpoints). A key that `old` lacks (a workdir
+  written before the key existed) counts only when `new` moves it off its default: every new
+  key's default keeps what runs computed before it.
   """
   old, new = config_lib.flatten(old), config_lib.flatten(new)
+  defaults = config_lib.flatten(json.loads(config_lib.base_config().to_json_best_effort()))
+  old.update({k: defaults[k] for k in new.keys() - old.keys() if k in defaults})
   # Without synthesis its options change nothing (an arm of a comparison without a GAN).
   unused = tuple(p for p in _UNUSED_WHEN_OFF if old.get(p + "method") == new.get(p + "method")
                  == "none")

@@ -13,12 +13,14 @@ from imblearn.utils import estimator_checks
 import pytest
 
 from jimb.generative.oversampler import GANOverSampler
+from jimb.resampling.qc_smote import QCSMOTE
 from jimb.resampling.samplers import DuplicateCeilMultiple, DuplicateToMax, DuplicateToMinimum
 from jimb.resampling.smote_jax import JaxSMOTE
 
 SAMPLERS = {
     "SMOTE": SMOTE(random_state=0),   # the reference
     "JaxSMOTE": JaxSMOTE(random_state=0),
+    "QCSMOTE": QCSMOTE(random_state=0),
     "DuplicateToMax": DuplicateToMax(random_state=0),
     "DuplicateToMinimum": DuplicateToMinimum(random_state=0),
     "DuplicateCeilMultiple": DuplicateCeilMultiple(),
@@ -50,7 +52,7 @@ def _cases():
       yield pytest.param(sampler, check, id=f"{sampler}-{check}")
 
 
-@pytest.mark.parametrize("sampler, check", _cases())
+@pytest.mark.parametrize("sampler, check", list(_cases()))
 def test_passes_imbalanced_learns_check(sampler, check):
   getattr(estimator_checks, check)(type(SAMPLERS[sampler]).__name__, SAMPLERS[sampler])
 

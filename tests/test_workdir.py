@@ -193,6 +193,15 @@ def test_free_keys_of_every_stage_may_change_on_resume():
       "synth.dcgan.steps"]
 
 
+def test_a_workdir_from_before_a_key_existed_resumes_while_the_key_keeps_its_default():
+  resolved = json.loads(tiny_config().to_json_best_effort())
+  older = json.loads(json.dumps(resolved))
+  del older["calibration"], older["report"]["figures"]      # keys a later version added
+  assert workdir_lib.config_differences(older, resolved) == []
+  moved = json.loads(tiny_config(**{"calibration.temperature": True}).to_json_best_effort())
+  assert workdir_lib.config_differences(older, moved) == ["calibration.temperature"]
+
+
 def test_every_shipped_config_passes_the_range_checks():
   import importlib
   for name, arg in (("default", None), ("tabular", None), ("study_001", "full"), ("tlc", None),

@@ -30,7 +30,7 @@ import numpy as np
 from jimb import checkpointing, files, multihost, tracking
 from jimb import config as config_lib
 from jimb.balance import judge
-from jimb.generative import budget, cyclegan, gan, grid, quality_filter, scores
+from jimb.generative import budget, cyclegan, ddpm, gan, grid, quality_filter, scores
 from jimb.registry import Registry
 
 _JUDGE_KEYS = ("judge_epochs", "judge_batch_size")
@@ -83,15 +83,16 @@ class _CycleGANs:
   """cyclegan: one CycleGAN from the source class (domain A) to each class to top up."""
   spec: cyclegan.CycleSpec
   source_class: str
-  conv = True
   one_model = False
 
   @classmethod
   def build(cls, block: dict, sample_shape: tuple, num_classes: int) -> _CycleGANs:
-    if len(sample_shape) != 3:
-      raise ValueError("--config.synth.method=cyclegan translates images; use a GAN "
-                       "(e.g. --config.synth.method=cgan) for tables")
+    # arch conv refuses table rows, naming arch=mlp (jimb.generative.cyclegan.CycleSpec)
     return cls(cyclegan.spec_from_config(block, sample_shape), block["source_class"])
+
+  @property
+  def conv(self) -> bool:
+    return self.spec.arch == "conv"
 
   def source(self, counts: np.ndarray, names: list) -> int:
     """The majority class, or the class `source_class` names (by name, else by index)."""
@@ -109,7 +110,8 @@ class _CycleGANs:
   def train(self, x, y, group, source, names, key, keys, **common) -> tuple[dict, Draw]:
     pool = x[y == source]
     trained = cyclegan.train(self.spec, pool, [x[y == c] for c in group], keys[0],
-                             members=[f"{names[source]} -> {names[c]}" for c in group], **common)
+                             members=[f"{names[source]} -> {names[c]}" for c in group],
+                             standardise_with=None if self.conv else x, **common)
 
     def draw(member, c, n, k):
       rng = np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel())
@@ -117,6 +119,25 @@ class _CycleGANs:
       return cyclegan.translate(trained, member, pool[rows])
 
     return trained.history, draw
+
+
+@dataclasses.dataclass(frozen=True)
+class _DDPM:
+  """ddpm: one class-conditional diffusion model for every class (images only)."""
+  spec: ddpm.DDPMSpec
+  conv = True
+  one_model = True
+
+  @classmethod
+  def build(cls, block: dict, sample_shape: tuple, num_classes: int) -> _DDPM:
+    return cls(ddpm.spec_from_config(block, sample_shape, num_classes))
+
+  def source(self, counts: np.ndarray, names: list) -> None:
+    return None
+
+  def train(self, x, y, group, source, names, key, keys, **common) -> tuple[dict, Draw]:
+    trained = ddpm.train(self.spec, x, y, key, **common)
+    return trained.history, lambda member, c, n, k: ddpm.sample(trained, c, n, k)
 
 
 # Each entry builds the method's generators from its block synth.<method> (its defaults are in
@@ -127,6 +148,7 @@ class _CycleGANs:
 METHODS = Registry("synthesis method", {
     **{kind: functools.partial(_GANs.build, kind) for kind in gan.KINDS},
     "cyclegan": _CycleGANs.build,
+    "ddpm": _DDPM.build,
 })
 
 

@@ -27,13 +27,17 @@ def num_eval_batches(n: int, batch_size: int) -> int:
 
 
 def train_batches(x: np.ndarray, y: np.ndarray, index_map: np.ndarray, start_step: int = 0,
-                  *, num_threads: int = 2, prefetch: int = 4) -> Iterator[Batch]:
-  """Yields {"x": x[idx], "y": y[idx]} for each row idx of the index map from `start_step` on.
+                  *, weights: np.ndarray | None = None, num_threads: int = 2,
+                  prefetch: int = 4) -> Iterator[Batch]:
+  """Yields {"x": x[idx], "y": y[idx]} (and "w": weights[idx] with per-row `weights`) for each
+  row idx of the index map from `start_step` on.
 
   `index_map` is one epoch of a sampler, (steps, local batch); resuming at `start_step`
   yields exactly the tail of the full pass.
   """
   _check_arrays(x, y)
+  if weights is not None and np.shape(weights) != (len(x),):
+    raise ValueError(f"per-row weights must have shape ({len(x)},), got {np.shape(weights)}")
   if index_map.ndim != 2 or not np.issubdtype(index_map.dtype, np.integer):
     raise ValueError(f"the index map must be a 2-D integer array (steps, batch), got "
                      f"{index_map.dtype} of shape {index_map.shape}")
@@ -43,6 +47,9 @@ def train_batches(x: np.ndarray, y: np.ndarray, index_map: np.ndarray, start_ste
   if not 0 <= start_step <= len(index_map):
     raise ValueError(f"start_step {start_step} is outside the epoch's {len(index_map)} steps")
   gather = lambda idx: {"x": x[idx], "y": y[idx]}
+  if weights is not None:
+    w = np.asarray(weights, np.float32)
+    gather = lambda idx: {"x": x[idx], "y": y[idx], "w": w[idx]}
   return _iterate(index_map, gather, start_step, num_threads, prefetch)
 
 

@@ -24,15 +24,18 @@ Step = Callable[..., tuple[Any, dict]]
 def fit_batches(step: Step, state: Any, x: np.ndarray, y: np.ndarray, index_map: np.ndarray,
                 mesh: jax.sharding.Mesh, args: tuple = (), start_step: int = 0,
                 after_step: Callable[[int, Any, list], None] | None = None,
-                bar: tracking.NullBar = tracking.NullBar()) -> tuple[Any, list]:
+                bar: tracking.NullBar = tracking.NullBar(),
+                weights: np.ndarray | None = None) -> tuple[Any, list]:
   """Runs `step(state, batch, *args)` on the batches `index_map` (steps, local batch) draws
-  from (x, y), from `start_step` on: (state, the steps' losses as device arrays).
+  from (x, y), from `start_step` on: (state, the steps' losses as device arrays). Per-row
+  `weights` of x ride along as the batches' "w" (per-example loss weights).
 
   `after_step(i, state, losses)` runs after step i (0-based in the index map), e.g. to save a
   checkpoint; `losses` holds this call's losses so far. `bar` advances one step per step.
   """
   losses = []
-  for i, batch in enumerate(pipeline.train_batches(x, y, index_map, start_step), start_step):
+  batches = pipeline.train_batches(x, y, index_map, start_step, weights=weights)
+  for i, batch in enumerate(batches, start_step):
     batch = mesh_lib.local_batch_to_global(batch, mesh)   # the one copy a step needs
     with jax.transfer_guard("disallow"):
       state, metrics = step(state, batch, *args)

@@ -73,19 +73,22 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   """Returns jitted `step(state, batch, key, mean, std, class_weights=None) -> (state, metrics)`.
 
   `batch` holds the global batch ("x" raw inputs in [0, 1] or host-preprocessed features, "y"
-  labels); augmentation and normalisation run inside the step, on the devices. The batch loss
-  is mean(class_weights[y] * loss_fn(logits, y)) (plain mean without weights). With
+  labels, optionally "w" per-example weights); augmentation and normalisation run inside the
+  step, on the devices. The batch loss is mean(w * class_weights[y] * loss_fn(logits, y)), each
+  weight left out when absent (a batch without "w" is a different, unchanged program). With
   `complement_fn` (complement objective training) every batch gets a second update that
   minimises the complement objective on fresh logits, as in Chen et al. (2019).
   """
 
-  def update(state: TrainState, x, y, weights, key, objective_fn):
+  def update(state: TrainState, x, y, weights, example_weights, key, objective_fn):
     def objective(params, rest):
       model = nnx.merge(graphdef, params, rest, copy=True)
       logits = model(x, train=True, key=key)
       per_example = objective_fn(logits, y)
       if weights is not None:
         per_example = weights[y] * per_example
+      if example_weights is not None:
+        per_example = example_weights * per_example
       return per_example.mean(), nnx.state(model, nnx.Not(nnx.Param))
 
     (loss, rest), grads = jax.value_and_grad(objective, has_aux=True)(state.params, state.rest)
@@ -100,9 +103,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     if augment is not None:
       x = augment(k_aug, x)
     x = normalize(x, mean, std)
-    state, loss, grad_norm = update(state, x, batch["y"], class_weights, k_drop, loss_fn)
+    w = batch.get("w")
+    state, loss, grad_norm = update(state, x, batch["y"], class_weights, w, k_drop, loss_fn)
     if complement_fn is not None:
-      state, _, _ = update(state, x, batch["y"], class_weights, k_comp, complement_fn)
+      state, _, _ = update(state, x, batch["y"], class_weights, w, k_comp, complement_fn)
     return state.replace(step=state.step + 1), {"loss": loss, "grad_norm": grad_norm}
 
   rep = mesh_lib.replicated(mesh)

@@ -1,10 +1,19 @@
-"""CycleGAN's ResNet generator and PatchGAN discriminator, laid out as the reference's.
+"""CycleGAN's networks: the reference's ResNet generator and PatchGAN for images, MLPs for tables.
 
-They follow junyanz/pytorch-CycleGAN-and-pix2pix (`netG=resnet_9blocks`, `netD=basic`) with
-its CycleGAN defaults: instance norm without affine parameters or running statistics (so the
+The conv nets follow junyanz/pytorch-CycleGAN-and-pix2pix (`netG=resnet_9blocks`, `netD=basic`)
+with its CycleGAN defaults: instance norm without affine parameters or running statistics (so the
 convolutions keep their biases), reflect padding, no dropout, weights drawn from N(0, 0.02) and
 zero biases. Widths and depths are options, so the same networks run at 8x8 in tests and at
 256x256 on GPUs. Images are NHWC in [-1, 1].
+
+Feature vectors (seed 000's NAFLD table) have no spatial axes for convolutions, and neither the
+seed nor the reference gives a tabular network, so the MLP pair keeps the reference's activations
+(ReLU in the generator, LeakyReLU 0.2 in the discriminator, which gives one logit per row
+instead of per patch) and drops what has no vector analogue: instance norm normalises over space,
+and normalising a row over its hidden units instead would discard its scale (x and 2x would look
+alike), so the MLPs have no norm layers and keep Flax's default (LeCun normal) initialisation.
+Rows are standardised (zero mean, unit variance per feature), so the generator's output is
+linear, not tanh.
 """
 
 from __future__ import annotations
@@ -21,7 +30,8 @@ _INIT = nnx.initializers.normal(0.02)
 def check_image_shape(image_shape: Sequence[int], n_layers_D: int) -> None:
   """Raises a ValueError naming the fix when the networks cannot take `image_shape`."""
   if len(image_shape) != 3:
-    raise ValueError(f"CycleGAN translates images (H, W, C); got shape {tuple(image_shape)}")
+    raise ValueError(f"CycleGAN with arch=conv translates images (H, W, C); got rows of shape "
+                     f"{tuple(image_shape)}: set --config.synth.cyclegan.arch=mlp for tables")
   h, w, _ = image_shape
   if h % 4 or w % 4 or min(h, w) < 8:
     raise ValueError(
@@ -109,4 +119,33 @@ class NLayerDiscriminator(nnx.Module):
     x = nnx.leaky_relu(self.first(x), 0.2)
     for conv in self.layers:
       x = nnx.leaky_relu(instance_norm(conv(x)), 0.2)
+    return self.last(x)
+
+
+class MLPGenerator(nnx.Module):
+  """[linear, ReLU] per hidden size, then a linear layer back to the F features."""
+
+  def __init__(self, features: int, *, hidden: Sequence[int] = (128, 128), rngs: nnx.Rngs):
+    sizes = [features, *hidden]
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+    self.head = nnx.Linear(sizes[-1], features, rngs=rngs)
+
+  def __call__(self, x):
+    for layer in self.layers:
+      x = nnx.relu(layer(x))
+    return self.head(x)
+
+
+class MLPDiscriminator(nnx.Module):
+  """[linear, LeakyReLU 0.2] per hidden size, then one logit per row ([B, 1]): the PatchGAN's
+  activations with a single patch."""
+
+  def __init__(self, features: int, *, hidden: Sequence[int] = (128, 128), rngs: nnx.Rngs):
+    sizes = [features, *hidden]
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+    self.last = nnx.Linear(sizes[-1], 1, rngs=rngs)
+
+  def __call__(self, x):
+    for layer in self.layers:
+      x = nnx.leaky_relu(layer(x), 0.2)
     return self.last(x)

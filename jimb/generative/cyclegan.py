@@ -8,6 +8,13 @@ optimiser and learning-rate policy follow junyanz/pytorch-CycleGAN-and-pix2pix (
 (0.5, 0.999), constant for `n_epochs` then linear decay over `n_epochs_decay`), with its naming:
 G_A: A -> B, G_B: B -> A, D_A judges domain B, D_B domain A. The image pools live in the state,
 so checkpoints hold them and a resumed run is the run that never stopped.
+
+`arch` picks the nets (jimb.generative.cycle_nets): `conv` translates images in [0, 1] (the
+reference's nets in [-1, 1], random horizontal flips), `mlp` translates table rows (seed 000's
+NAFLD protocol) standardised with the per-feature mean and std of the rows the caller names (the
+fold's training part), with the same losses, pool and schedule and no flips; translations come
+back in the caller's space (images in [0, 1], rows in the original feature units), so a
+classifier normalises real and synthetic rows alike.
 """
 
 from __future__ import annotations
@@ -29,13 +36,16 @@ from jimb.generative import cycle_nets, loop
 from jimb import mesh as mesh_lib
 
 _GAN_MODES = ("lsgan", "vanilla")
+_ARCHS = ("conv", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
 class CycleSpec:
   """A CycleGAN's options, named and defaulted as the reference's."""
 
-  image_shape: tuple          # (H, W, C)
+  sample_shape: tuple         # (H, W, C) for arch conv, (F,) for arch mlp
+  arch: str = "conv"          # conv (images) | mlp (table rows)
+  hidden: tuple = (128, 128)  # mlp: hidden sizes of the generators and discriminators
   ngf: int = 64
   ndf: int = 64
   n_blocks: int = 9
@@ -53,8 +63,18 @@ class CycleSpec:
   no_flip: bool = False       # the reference flips both domains' images horizontally at random
 
   def __post_init__(self):
-    object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
-    cycle_nets.check_image_shape(self.image_shape, self.n_layers_D)
+    object.__setattr__(self, "sample_shape", tuple(int(s) for s in self.sample_shape))
+    object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+    if self.arch not in _ARCHS:
+      raise ValueError(f"--config.synth.cyclegan.arch={self.arch!r} is not one of {_ARCHS}")
+    if self.arch == "conv":
+      cycle_nets.check_image_shape(self.sample_shape, self.n_layers_D)
+    elif len(self.sample_shape) != 1:
+      raise ValueError(f"CycleGAN with arch=mlp translates table rows (F,); got shape "
+                       f"{self.sample_shape}: set --config.synth.cyclegan.arch=conv for images")
+    if not self.hidden or min(self.hidden) < 1:
+      raise ValueError(f"--config.synth.cyclegan.hidden={self.hidden} needs at least one size, "
+                       "each at least 1, e.g. 128,128")
     if self.gan_mode not in _GAN_MODES:
       raise ValueError(f"--config.synth.cyclegan.gan_mode={self.gan_mode!r} is not one of "
                        f"{_GAN_MODES}")
@@ -69,14 +89,14 @@ class CycleSpec:
       raise ValueError("CycleGAN needs at least one epoch: raise --config.synth.cyclegan.n_epochs")
 
 
-# The config block synth.cyclegan: CycleSpec's fields, the learning rate as `learning_rate`, and
-# `source_class`, which the caller reads to pick domain A's images.
-OPTIONS = ("source_class", "ngf", "ndf", "n_blocks", "n_layers_D", "lambda_A", "lambda_B",
-           "lambda_identity", "pool_size", "gan_mode", "no_flip", "n_epochs", "n_epochs_decay",
-           "batch_size", "learning_rate", "beta1")
+# The config block synth.cyclegan: CycleSpec's fields, the learning rate as `learning_rate`,
+# `hidden` as comma-separated sizes, and `source_class`, which the caller reads to pick domain A.
+OPTIONS = ("source_class", "arch", "hidden", "ngf", "ndf", "n_blocks", "n_layers_D", "lambda_A",
+           "lambda_B", "lambda_identity", "pool_size", "gan_mode", "no_flip", "n_epochs",
+           "n_epochs_decay", "batch_size", "learning_rate", "beta1")
 
 
-def spec_from_config(block, image_shape: Sequence[int]) -> CycleSpec:
+def spec_from_config(block, sample_shape: Sequence[int]) -> CycleSpec:
   """The CycleSpec of the config block `synth.cyclegan`.
 
   An option it does not take is an error naming it; one the block lacks keeps the reference's
@@ -90,7 +110,13 @@ def spec_from_config(block, image_shape: Sequence[int]) -> CycleSpec:
   options.pop("source_class", None)
   if "learning_rate" in options:
     options["lr"] = options.pop("learning_rate")
-  return CycleSpec(image_shape=tuple(image_shape), **options)
+  if isinstance(options.get("hidden"), str):
+    try:
+      options["hidden"] = tuple(int(h) for h in options["hidden"].split(","))
+    except ValueError:
+      raise ValueError(f"--config.synth.cyclegan.hidden={options['hidden']!r} must be "
+                       "comma-separated integers, e.g. 128,128") from None
+  return CycleSpec(sample_shape=tuple(sample_shape), **options)
 
 
 def lr_schedule(spec: CycleSpec, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
@@ -109,17 +135,17 @@ def lr_schedule(spec: CycleSpec, steps_per_epoch: int) -> Callable[[jax.Array], 
 
 @flax.struct.dataclass
 class ImagePool:
-  """The reference's ImagePool as arrays: `count` of `images` are filled."""
+  """The reference's ImagePool as arrays: `count` of `images` (or rows) are filled."""
 
-  images: jax.Array   # [pool_size, H, W, C]
+  images: jax.Array   # [pool_size, *sample_shape]
   count: jax.Array    # int32 scalar
 
 
-def empty_pool(pool_size: int, image_shape: Sequence[int]) -> ImagePool | None:
+def empty_pool(pool_size: int, sample_shape: Sequence[int]) -> ImagePool | None:
   """An empty pool; None for pool_size 0 (no pool; checkpoints cannot hold empty arrays)."""
   if pool_size == 0:
     return None
-  return ImagePool(images=jnp.zeros((pool_size, *image_shape), jnp.float32),
+  return ImagePool(images=jnp.zeros((pool_size, *sample_shape), jnp.float32),
                    count=jnp.zeros((), jnp.int32))
 
 
@@ -168,6 +194,7 @@ class TrainedCycleGAN:
   graphdefs: tuple        # (generator, discriminator)
   state: PairState        # stacked: every leaf has a leading axis K
   history: dict
+  scale: tuple            # (mean, std): data = nets' space * std + mean
 
 
 def _optimizer(spec: CycleSpec, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -178,25 +205,31 @@ def _optimizer(spec: CycleSpec, steps_per_epoch: int) -> optax.GradientTransform
 def _initializer(spec: CycleSpec, steps_per_epoch: int, mesh: jax.sharding.Mesh):
   """The jitted, vmapped pair builder and the graph definitions its trace records (cached, so
   repeated trainings of one spec do not compile it again)."""
-  channels = spec.image_shape[-1]
+  width = spec.sample_shape[-1]   # channels, or features
+  if spec.arch == "conv":
+    make_g = lambda rngs: cycle_nets.ResnetGenerator(width, ngf=spec.ngf, n_blocks=spec.n_blocks,
+                                                     rngs=rngs)
+    make_d = lambda rngs: cycle_nets.NLayerDiscriminator(width, ndf=spec.ndf,
+                                                         n_layers_D=spec.n_layers_D, rngs=rngs)
+  else:
+    make_g = lambda rngs: cycle_nets.MLPGenerator(width, hidden=spec.hidden, rngs=rngs)
+    make_d = lambda rngs: cycle_nets.MLPDiscriminator(width, hidden=spec.hidden, rngs=rngs)
   tx = _optimizer(spec, steps_per_epoch)
   graphdefs = [None, None]
 
   def init(key):
     k = jax.random.split(key, 4)
-    g = {name: nnx.split(cycle_nets.ResnetGenerator(
-        channels, ngf=spec.ngf, n_blocks=spec.n_blocks, rngs=nnx.Rngs(kk)), nnx.Param)
+    g = {name: nnx.split(make_g(nnx.Rngs(kk)), nnx.Param)
          for name, kk in (("G_A", k[0]), ("G_B", k[1]))}
-    d = {name: nnx.split(cycle_nets.NLayerDiscriminator(
-        channels, ndf=spec.ndf, n_layers_D=spec.n_layers_D, rngs=nnx.Rngs(kk)), nnx.Param)
+    d = {name: nnx.split(make_d(nnx.Rngs(kk)), nnx.Param)
          for name, kk in (("D_A", k[2]), ("D_B", k[3]))}
     graphdefs[:] = g["G_A"][0], d["D_A"][0]
     g_params = {name: p for name, (_, p) in g.items()}
     d_params = {name: p for name, (_, p) in d.items()}
     return PairState(g_params=g_params, d_params=d_params, g_opt=tx.init(g_params),
                      d_opt=tx.init(d_params),
-                     pool_A=empty_pool(spec.pool_size, spec.image_shape),
-                     pool_B=empty_pool(spec.pool_size, spec.image_shape))
+                     pool_A=empty_pool(spec.pool_size, spec.sample_shape),
+                     pool_B=empty_pool(spec.pool_size, spec.sample_shape))
 
   return jax.jit(jax.vmap(init), out_shardings=mesh_lib.replicated(mesh)), graphdefs
 
@@ -212,7 +245,8 @@ def init_state(spec: CycleSpec, keys: jax.Array, steps_per_epoch: int,
 def make_pair_step(spec: CycleSpec, graphdefs: tuple, steps_per_epoch: int):
   """The reference's `optimize_parameters` for one pair: `step(state, batch, key)`.
 
-  `batch` holds "A" and "B", [B, H, W, C] in [0, 1]. G_A and G_B take one Adam step on the
+  `batch` holds "A" and "B", [B, *sample_shape]: images in [0, 1] (scaled to the nets' [-1, 1]
+  here) or standardised rows (`train` standardises them). G_A and G_B take one Adam step on the
   generator loss, then D_A and D_B one on 0.5 * (real + fake) with fakes from the pools (the
   fakes of this step's forward pass, made before the generators' update).
   """
@@ -235,7 +269,10 @@ def make_pair_step(spec: CycleSpec, graphdefs: tuple, steps_per_epoch: int):
   def l1(a, b):
     return jnp.mean(jnp.abs(a - b))
 
-  def flip(key, x):
+  def prepare(key, x):
+    if spec.arch == "mlp":
+      return x
+    x = x * 2.0 - 1.0
     if spec.no_flip:
       return x
     mirror = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
@@ -243,8 +280,8 @@ def make_pair_step(spec: CycleSpec, graphdefs: tuple, steps_per_epoch: int):
 
   def step(state: PairState, batch, key):
     k_fa, k_fb, k_pa, k_pb = jax.random.split(key, 4)
-    real_A = flip(k_fa, batch["A"] * 2.0 - 1.0)
-    real_B = flip(k_fb, batch["B"] * 2.0 - 1.0)
+    real_A = prepare(k_fa, batch["A"])
+    real_B = prepare(k_fb, batch["B"])
 
     def g_objective(g):
       fake_B = gen(g["G_A"], real_A)
@@ -301,16 +338,28 @@ def steps_per_epoch(spec: CycleSpec, num_source: int) -> int:
   return math.ceil(num_source / spec.batch_size)
 
 
-def _check_images(name: str, x: np.ndarray, spec: CycleSpec) -> np.ndarray:
+def _check_inputs(name: str, x: np.ndarray, spec: CycleSpec) -> np.ndarray:
+  """float32 inputs of the spec's shape: images in [0, 1] (conv) or finite rows (mlp)."""
   x = np.asarray(x)
-  if x.ndim != 4 or tuple(x.shape[1:]) != spec.image_shape or not len(x):
-    shape = ", ".join(map(str, spec.image_shape))
-    raise ValueError(f"CycleGAN {name} must be a non-empty [N, {shape}] image array (the spec's "
-                     f"image_shape); got shape {x.shape}")
-  if not np.issubdtype(x.dtype, np.floating) or not (x.min() >= 0.0 and x.max() <= 1.0):
+  if x.ndim != 1 + len(spec.sample_shape) or tuple(x.shape[1:]) != spec.sample_shape or not len(x):
+    shape = ", ".join(map(str, spec.sample_shape))
+    raise ValueError(f"CycleGAN {name} must be a non-empty [N, {shape}] array (the spec's "
+                     f"sample_shape); got shape {x.shape}")
+  if not np.issubdtype(x.dtype, np.floating):
+    raise ValueError(f"CycleGAN {name} must be floats; got {x.dtype}")
+  if spec.arch == "mlp" and not np.isfinite(x).all():
+    raise ValueError(f"CycleGAN {name} rows hold NaN or infinite values; impute them first "
+                     "(--config.data.impute=median)")
+  if spec.arch == "conv" and not (x.min() >= 0.0 and x.max() <= 1.0):
     raise ValueError(f"CycleGAN {name} must be float images in [0, 1]; got {x.dtype} in "
                      f"[{x.min()}, {x.max()}]. Scale them to [0, 1] first")
   return x.astype(np.float32, copy=False)
+
+
+def standardisation(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-feature (mean, std) of `rows` with std 1 for a constant feature: rows = z * std + mean."""
+  std = rows.std(axis=0)
+  return rows.mean(axis=0).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
 def _batches(source: np.ndarray, targets: list[np.ndarray], batch_size: int, seed: list[int],
@@ -343,18 +392,27 @@ def _batches(source: np.ndarray, targets: list[np.ndarray], batch_size: int, see
 def train(spec: CycleSpec, source: np.ndarray, targets: list[np.ndarray], key: jax.Array, *,
           mesh: jax.sharding.Mesh | None = None, ckpt: checkpointing.FoldCheckpoints | None = None,
           checkpoint_every: int = 0, log_every: int = 100, members: Sequence[str] | None = None,
-          log: loop.Log = print, track: tracking.Tracking = tracking.OFF) -> TrainedCycleGAN:
+          standardise_with: np.ndarray | None = None, log: loop.Log = print,
+          track: tracking.Tracking = tracking.OFF) -> TrainedCycleGAN:
   """Trains one CycleGAN from `source` (domain A) to each of `targets` (domain B), all at once.
 
-  Images are float32 NHWC in [0, 1]. The run lasts (n_epochs + n_epochs_decay) epochs of
-  ceil(len(source) / batch_size) steps, resumes from `ckpt`'s latest checkpoint, and stops with a
-  FloatingPointError naming the pair (`members`, default "pair k") whose loss is not finite;
-  `track` shows and records the steps.
+  Images are float32 NHWC in [0, 1]; table rows (arch mlp) are standardised with the per-feature
+  mean and std of `standardise_with` (the fold's whole training part, so every pair and every
+  grouping of pairs sees one scale; default: source and targets together). The run lasts
+  (n_epochs + n_epochs_decay) epochs of ceil(len(source) / batch_size) steps, resumes from
+  `ckpt`'s latest checkpoint, and stops with a FloatingPointError naming the pair (`members`,
+  default "pair k") whose loss is not finite; `track` shows and records the steps.
   """
-  source = _check_images("source", source, spec)
-  targets = [_check_images(f"target {k}", t, spec) for k, t in enumerate(targets)]
+  source = _check_inputs("source", source, spec)
+  targets = [_check_inputs(f"target {k}", t, spec) for k, t in enumerate(targets)]
   if not targets:
     raise ValueError("CycleGAN needs at least one target class")
+  if spec.arch == "conv":
+    scale = (np.float32(0.5), np.float32(0.5))   # the step maps [0, 1] to [-1, 1] itself
+  else:
+    scale = standardisation(np.concatenate([source, *targets]) if standardise_with is None
+                            else _check_inputs("standardise_with", standardise_with, spec))
+    source, *targets = ((t - scale[0]) / scale[1] for t in (source, *targets))
   members = list(members) if members is not None else [f"pair {k}" for k in range(len(targets))]
   if len(members) != len(targets):
     raise ValueError(f"{len(members)} member names for {len(targets)} targets")
@@ -371,23 +429,26 @@ def train(spec: CycleSpec, source: np.ndarray, targets: list[np.ndarray], key: j
       (spec.n_epochs + spec.n_epochs_decay) * per_epoch, members=members, ckpt=ckpt,
       checkpoint_every=checkpoint_every, log_every=log_every, what="CycleGAN",
       lr_key="--config.synth.cyclegan.learning_rate", log=log, track=track)
-  return TrainedCycleGAN(spec=spec, graphdefs=graphdefs, state=state, history=history)
+  return TrainedCycleGAN(spec=spec, graphdefs=graphdefs, state=state, history=history,
+                         scale=scale)
 
 
 @jax.jit
-def _translate_chunk(graphdef, params, x):
-  return (nnx.merge(graphdef, params, copy=True)(x * 2.0 - 1.0) + 1.0) / 2.0
+def _translate_chunk(graphdef, params, x, mean, std):
+  return nnx.merge(graphdef, params, copy=True)((x - mean) / std) * std + mean
 
 
 def translate(trained: TrainedCycleGAN, member: int, x: np.ndarray,
               batch_size: int = 64) -> np.ndarray:
-  """G_A of pair `member` applied to source images `x` in [0, 1]: images of its target class."""
-  x = _check_images("input", x, trained.spec)
+  """G_A of pair `member` applied to source inputs `x` (images in [0, 1], or rows in their
+  original units): inputs of its target class, in the same space."""
+  x = _check_inputs("input", x, trained.spec)
   params = jax.tree.map(lambda a: a[member], trained.state.g_params["G_A"])
   chunk = min(batch_size, len(x))
   out = []
   for start in range(0, len(x), chunk):
     part = x[start:start + chunk]
     padded = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
-    out.append(np.asarray(_translate_chunk(trained.graphdefs[0], params, padded))[:len(part)])
+    out.append(np.asarray(_translate_chunk(trained.graphdefs[0], params, padded,
+                                           *trained.scale))[:len(part)])
   return np.concatenate(out)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from jimb.models import keras_import
 from jimb.models import layers
+from jimb.models import pooling
 from jimb.models.base import MODELS, Classifier
 
 EPSILON = 1.001e-5  # Keras's ResNet BatchNorm epsilon
@@ -65,7 +66,7 @@ class Stem(nnx.Module):
     x = nnx.relu(layers.batch_norm(self.norm, self.conv(x), train))
     # Zero padding (not -inf) as Keras does; after the ReLU it never wins the max anyway.
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return nnx.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return pooling.max_pool(x, (3, 3), (2, 2), "VALID")
 
 
 class Block(nnx.Module):

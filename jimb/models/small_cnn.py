@@ -7,6 +7,7 @@ from typing import Sequence
 from flax import nnx
 
 from jimb.models import layers
+from jimb.models import pooling
 from jimb.models.base import MODELS, Classifier, dropout
 
 
@@ -43,7 +44,7 @@ class SmallCNN(Classifier):
       x = conv(x)
       if norm is not None:
         x = layers.batch_norm(norm, x, train)
-      x = nnx.max_pool(nnx.relu(x), (2, 2), strides=(2, 2), padding="SAME")
+      x = pooling.max_pool(nnx.relu(x), (2, 2), (2, 2), "SAME")
     return nnx.relu(self.dense(x.reshape(x.shape[0], -1)))
 
   def head(self, features, *, train=False, key=None):

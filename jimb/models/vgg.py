@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from jimb.models import keras_import
 from jimb.models import layers
+from jimb.models import pooling
 from jimb.models.base import MODELS, Classifier
 
 EPSILON = 1e-3                 # Keras's default BatchNorm epsilon (the BN variant has no twin)
@@ -52,7 +53,7 @@ class Block(nnx.Module):
       if self.norms is not None:
         x = layers.batch_norm(self.norms[k], x, train)
       x = nnx.relu(x)
-    return nnx.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+    return pooling.max_pool(x, (2, 2), (2, 2), "VALID")
 
 
 class VGG(Classifier):

@@ -1,5 +1,5 @@
-"""Resamplers by name: imbalanced-learn's, the duplication rules of seed 000, JAX SMOTE and GAN
-over-sampling of tables.
+"""Resamplers by name: imbalanced-learn's, the duplication rules of seed 000, JAX SMOTE,
+quality-controlled SMOTE and GAN over-sampling of tables.
 
 Every resampler has imbalanced-learn's `fit_resample(X, y)`. `resample` runs one and says where
 each output row came from (`source`: the input row, or -1 for a synthetic one), so callers can
@@ -20,6 +20,7 @@ from imblearn.utils import check_sampling_strategy
 from sklearn.utils._param_validation import Interval
 
 from jimb.registry import Registry
+from jimb.resampling.qc_smote import QCSMOTE
 from jimb.resampling.smote_jax import JaxSMOTE
 
 
@@ -113,7 +114,7 @@ SAMPLERS = Registry("resampler", {
     "EditedNearestNeighbours": under_sampling.EditedNearestNeighbours,
     "SMOTEENN": combine.SMOTEENN, "SMOTETomek": combine.SMOTETomek, "JaxSMOTE": JaxSMOTE,
     "DuplicateToMax": DuplicateToMax, "DuplicateToMinimum": DuplicateToMinimum,
-    "DuplicateCeilMultiple": DuplicateCeilMultiple,
+    "DuplicateCeilMultiple": DuplicateCeilMultiple, "QCSMOTE": QCSMOTE,
 })
 # GANOverSampler is registered by jimb.balance, so that this library needs no generative models.
 # Resamplers that only look at labels: they get row numbers, not the data, and return indices.
@@ -121,7 +122,7 @@ LABEL_ONLY = frozenset({"RandomOverSampler", "RandomUnderSampler", "DuplicateToM
                         "DuplicateToMinimum", "DuplicateCeilMultiple"})
 # Resamplers that interpolate between k nearest same-class neighbours.
 _NEIGHBOUR_SAMPLERS = frozenset({"SMOTE", "BorderlineSMOTE", "SVMSMOTE", "ADASYN", "SMOTEENN",
-                                 "SMOTETomek", "JaxSMOTE"})
+                                 "SMOTETomek", "JaxSMOTE", "QCSMOTE"})
 SMALL_CLASS_POLICIES = ("error", "reduce_k", "ros")
 
 
@@ -212,6 +213,7 @@ def resample(name: str, params: dict, x: np.ndarray, y: np.ndarray, *, seed: int
   else:
     x_out, y_out = sampler.fit_resample(flat, y)
     source = _source(sampler, len(y), y_out)
+    _log_report(sampler, name, where)
   if topped_up:
     ros = over_sampling.RandomOverSampler(sampling_strategy=topped_up, random_state=seed)
     ros.fit_resample(np.arange(len(y))[:, None], y)
@@ -221,6 +223,17 @@ def resample(name: str, params: dict, x: np.ndarray, y: np.ndarray, *, seed: int
     source = np.concatenate([source, extra])
   x_out = np.asarray(x_out, np.float32).reshape(len(y_out), *x.shape[1:])
   return Resampled(x_out, np.asarray(y_out), source)
+
+
+def _log_report(sampler, name: str, where: str) -> None:
+  """Logs what a quality-controlled resampler left out per class (`report_`, as QCSMOTE's), as
+  the small-class adjustments are: the training data differ from what SMOTE would give."""
+  for c, r in getattr(sampler, "report_", {}).items():
+    logging.warning("%s%s: class %s: %d of %d rows excluded as seeds, %d candidates rejected "
+                    "in %d round(s)%s", name, where, c, r["seeds_excluded"],
+                    r["seeds"] + r["seeds_excluded"], r["candidates_rejected"], r["rounds"],
+                    f"; {r['missing']} synthetic rows missing (lower candidate_purity or raise "
+                    "max_rounds)" if r["missing"] else "")
 
 
 def _small_classes(sampler, name: str, y: np.ndarray, policy: str, where: str, config_key: str,

@@ -95,7 +95,8 @@ def _train_epoch(config, setup: FoldSetup, train_step, predict_fn, state, meta: 
       index_map, start = setup.sampler.epoch_indices(epoch), partial["step"]
     state, chunk = loop.fit_batches(
         train_step, state, setup.pool.x, setup.pool.y, setup.pool.rows[index_map], setup.mesh,
-        (setup.key, setup.mean, setup.std, weights), start, checkpoint(first), bar)
+        (setup.key, setup.mean, setup.std, weights), start, checkpoint(first), bar,
+        setup.weights)
     step_losses += chunk
     if is_active:
       _update_quotas(config, setup, predict_fn, state, meta, epoch, first + count, log)

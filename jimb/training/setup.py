@@ -27,6 +27,7 @@ from jimb.data.splits import Fold
 from jimb.fitting import step as step_lib
 from jimb.fitting import transfer
 from jimb.models import build_model, pretrained
+from jimb.resampling import complexity
 from jimb.training import stage2
 
 Log = Callable[[str], None]
@@ -51,6 +52,7 @@ class FoldSetup:
   key: jax.Array
   mesh: jax.sharding.Mesh
   synthesis: dict | None = None      # the synthesis stage's report (jimb.balance.synthesis)
+  weights: np.ndarray | None = None  # per pool row loss weights (loss.instance_weights), or None
 
 
 def _parts(config, ds: Dataset, fold: Fold) -> dict[str, np.ndarray]:
@@ -65,6 +67,29 @@ def _parts(config, ds: Dataset, fold: Fold) -> dict[str, np.ndarray]:
   train, contrast = splits.carve(ds, fold.train, fraction, config.seed + 1, fold.index)
   return {"train": np.sort(train), "contrast": np.sort(contrast), "val": fold.val,
           "test": fold.test}
+
+
+def pool_weights(config, pool: pool_lib.TrainingPool, num_classes: int, fold_index: int,
+                 log: Log = print) -> np.ndarray | None:
+  """Per pool row loss weights of `loss.instance_weights`, from the real training rows alone.
+
+  Resampled copies share their source row's weight, since batches gather through `pool.rows`.
+  Synthetic rows weigh 1: they have no neighbourhood in the real part of their own, and they
+  already rebalance their class, which an imbalance-ratio cost would count a second time.
+  """
+  if config.loss.instance_weights == "none":
+    return None
+  real = slice(0, pool.num_real)
+  icost = config.loss.icost
+  weights, report = complexity.icost_weights(
+      pool.x[real], pool.y[real], num_classes, k=icost.k, groups=icost.groups, costs=icost.costs,
+      scale_by_ir=icost.scale_by_ir, space=icost.space)
+  groups = "; ".join(f"class {c} (IR {report['ratio'][c]}): " + ", ".join(
+      f"{n} {g}" for g, n in zip(report["groups"], counts))
+      for c, counts in report["counts"].items())
+  log(f"  fold {fold_index}: icost weights on {pool.num_real} real training rows: "
+      f"{groups or 'no minority class'}")
+  return np.concatenate([weights, np.ones(len(pool.x) - pool.num_real, np.float32)])
 
 
 def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh,
@@ -88,6 +113,7 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh,
       seed=config.seed * 1000 + fold.index, process_index=jax.process_index(),
       process_count=jax.process_count())
   loss = losses.build_loss(config.loss, sampler.class_counts())
+  weights = pool_weights(config, pool, ds.num_classes, fold.index, log)
   key = jax.random.fold_in(jax.random.key(config.seed), fold.index)
   init_key, train_key = jax.random.split(key)
   train_key = mesh_lib.replicate(train_key, mesh)   # on the mesh, as the step wants it
@@ -106,4 +132,4 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh,
     state = mesh_lib.replicate(state.replace(params=params, rest=rest), mesh)
   mean, std = mesh_lib.replicate((np.asarray(mean), np.asarray(std)), mesh)
   return FoldSetup(fold, ds.num_classes, x, y, mean, std, pool, sampler, loss, graphdef, state,
-                   tx, train_key, mesh, balanced.synthesis)
+                   tx, train_key, mesh, balanced.synthesis, weights)
