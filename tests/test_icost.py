@@ -156,17 +156,10 @@ def _table(seed: int = 0) -> tuple[Dataset, Fold]:
 
 
 def _config(**overrides):
-  c = tiny_config(**{"data.source": "sklearn", "data.name": "breast_cancer",
-                     "data.normalize": "dataset", "model.name": "mlp", "train.batch_size": 8,
-                     "sampler.name": "instance", "augment.rotation": 0.0})
-  c.model.mlp = dict(hidden=(4,), dropout=0.0)
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return c
+  return tiny_config(**{"data.source": "sklearn", "data.name": "breast_cancer",
+                        "data.normalize": "dataset", "model.name": "mlp", "train.batch_size": 8,
+                        "sampler.name": "instance", "augment.rotation": 0.0,
+                        "model.mlp": dict(hidden=(4,), dropout=0.0), **overrides})
 
 
 def test_weights_come_from_the_training_part_only():
