@@ -16,7 +16,8 @@ from jimb.sweep import tables
 SWEEP_CONFIGS = ["configs/study_001.py", "configs/study_001.py:tiny", "configs/study_001.py:full",
                  "configs/gan_004.py:npz=x.npz", "configs/cyclegan_000.py:npz=x.npz",
                  "configs/cyclegan_000.py:npz=x.npz,full", "configs/tlc.py",
-                 "configs/tlc.py:cpu,npz=x.npz"]
+                 "configs/tlc.py:cpu,npz=x.npz", "configs/cyclegan_000.py:nafld",
+                 "configs/focal_000.py:npz=x.npz", "configs/focal_000.py:npz=x.npz,full"]
 
 
 def _base():
