@@ -16,7 +16,7 @@ import pytest
 import browser
 from jimb import metrics
 from jimb import sweep
-from jimb.render import stats_figures
+from jimb.render import figures, stats_figures
 from jimb.sweep import executors
 from jimb.sweep import job as job_lib
 from jimb.sweep import page
@@ -81,7 +81,7 @@ def test_cd_diagram_labels_every_method_and_no_text_overlaps():
   _assert_apart_and_inside(fig)
   # Three cliques: three thick bars.
   assert len([l for l in fig.axes[0].lines if l.get_linewidth() > 3]) == 3
-  assert stats_figures.png(fig).startswith(b"\x89PNG")
+  assert figures.encode(fig).startswith(b"\x89PNG")
   # A CD longer than the axis is cut at its end and says so.
   fig = stats_figures.cd_diagram(names[:3], [1.5, 1.5, 3.0], 2.343)
   assert "CD = 2.343 (beyond the axis)" in [t.get_text() for t in fig.axes[0].texts]

@@ -6,6 +6,7 @@ it in, so each figure can be checked against an independent computation (scikit-
 
 from __future__ import annotations
 
+import io
 from typing import Sequence
 
 import matplotlib
@@ -15,9 +16,28 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
-from jimb import metrics  # noqa: E402
+from etils import epath  # noqa: E402
+
+from jimb import files, metrics  # noqa: E402
 
 LOG_SCALE_RATIO = 20   # class counts spanning more than this are drawn on a log axis
+
+
+def encode(fig: Figure, fmt: str = "png", dpi: float | None = None) -> bytes:
+  """The figure as PNG or PDF bytes, without the writer's version or date in them (the same
+  figure gives the same bytes)."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format=fmt, dpi=dpi or "figure",
+              metadata={"CreationDate": None} if fmt == "pdf" else {"Software": None})
+  return buffer.getvalue()
+
+
+def save(fig: Figure, path: epath.Path, fmt: str = "png", dpi: float | None = None) -> bytes:
+  """Writes the figure to `path` atomically; returns its bytes (for embedding in a page)."""
+  data = encode(fig, fmt, dpi)
+  with files.replacing(path) as f:
+    f.write(data)
+  return data
 
 
 def _figure(width: float, height: float, cols: int = 1) -> tuple[Figure, list]:

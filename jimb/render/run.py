@@ -7,7 +7,6 @@ and can be made again on any machine that holds the workdir.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 
@@ -23,6 +22,7 @@ PER_CLASS = ("precision", "recall", "specificity", "f1", "roc_auc", "support")
 # Written as PDF (vector, for papers) besides the PNG every figure gets.
 VECTOR = ("confusion", "confusion_decision", "roc_pr", "reliability")
 LOSSES = "generator_losses_fold_"   # + fold index: shown in that fold's synthesis section
+DPI = 90   # small pages, still legible; the PDFs are vector
 FIX_RESULTS = "train there first (--mode=train) or point --workdir at a finished run"
 
 
@@ -43,9 +43,9 @@ def write(workdir: str | os.PathLike, results_file: str | os.PathLike = "results
   drawn = _figures(results, pooled, synthesis)
   pngs = {}
   for name, (fig, _) in drawn.items():
-    pngs[name] = _save(fig, path.parent / f"{prefix}figures" / f"{name}.png", "png")
+    pngs[name] = figures.save(fig, path.parent / f"{prefix}figures" / f"{name}.png", "png", DPI)
     if name in VECTOR:
-      _save(fig, path.parent / f"{prefix}figures" / f"{name}.pdf", "pdf")
+      figures.save(fig, path.parent / f"{prefix}figures" / f"{name}.pdf", "pdf", DPI)
   sections = [_run_section(workdir, results), _data_section(results), _metric_section(results),
               _per_class_section(results), *_summaries(results)]
   if "note" in pooled:
@@ -123,15 +123,6 @@ def _figures(results: dict, pooled: dict, synthesis: dict) -> dict[str, tuple]:
   for k, (histories, _) in synthesis.items():
     out[f"{LOSSES}{k}"] = (figures.generator_losses(histories), "")
   return out
-
-
-def _save(fig, path: epath.Path, fmt: str) -> bytes:
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format=fmt, dpi=90, metadata={"CreationDate": None} if fmt == "pdf" else
-              {"Software": None})
-  with files.replacing(path) as f:
-    f.write(buffer.getvalue())
-  return buffer.getvalue()
 
 
 def _synthesis(results: dict) -> dict[int, tuple[list, bytes | None]]:

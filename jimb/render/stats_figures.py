@@ -9,7 +9,6 @@ within the critical difference of each other (no pair in it differs significantl
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Sequence
 
@@ -168,10 +167,3 @@ def heatmap(rows: Sequence[str], columns: Sequence[str], values: np.ndarray, tit
   bar = fig.add_axes((1 - 0.9 / width, bottom / height, 0.15 / width, body / height))
   fig.colorbar(image, cax=bar).ax.tick_params(labelsize=_FONT - 2)
   return fig
-
-
-def png(fig: figure_lib.Figure) -> bytes:
-  """The figure as PNG bytes."""
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png")
-  return buffer.getvalue()

@@ -20,7 +20,7 @@ import numpy as np
 
 from jimb import files, multihost
 from jimb.render import html
-from jimb.render import stats_figures
+from jimb.render import figures, stats_figures
 
 PER_CLASS = ("precision", "recall", "f1")
 
@@ -157,10 +157,7 @@ def _figures(summary: dict, metric: str, folder: epath.Path) -> str:
 
 
 def _save(fig, path: epath.Path, caption: str, alt: str) -> str:
-  png = stats_figures.png(fig)
-  with files.replacing(path) as f:
-    f.write(png)
-  return html.figure(png, caption, alt)
+  return html.figure(figures.save(fig, path), caption, alt)
 
 
 def _cells(summary: dict, root: epath.Path) -> str:
