@@ -19,6 +19,7 @@ import optax
 import pytest
 
 from jimb.models import build_model, densenet, keras_import
+from jimb import compiler
 from jimb import mesh as mesh_lib
 from jimb.fitting import step as step_lib
 
@@ -86,7 +87,7 @@ def _train_step(model, x, y):
   """Logits, loss gradients wrt parameters, and BatchNorm statistics after one training forward."""
   loss, params, rest = _loss_fn(model)
   step = jax.jit(jax.grad(loss, has_aux=True),
-                 compiler_options=FAST_COMPILE | (step_lib.compiler_options() or {}))
+                 compiler_options=FAST_COMPILE | (compiler.backward_options() or {}))
   grads, (logits, stats) = step(params, rest, x, y)
   return logits, grads, stats
 

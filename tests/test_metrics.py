@@ -70,6 +70,20 @@ def test_matches_sklearn_and_imblearn(seed, k):
                              [skm.roc_auc_score(y == c, probs[:, c]) for c in range(k)])
 
 
+@pytest.mark.parametrize("decimals", [0, 1, 2])
+def test_ranking_scores_match_sklearn_with_tied_scores(decimals):
+  """Rounded probabilities tie many scores: each tied run is one threshold, as in sklearn."""
+  y, probs = _random_case(3, 5, n=300)
+  probs = np.round(probs, decimals)
+  out = metrics.classification_metrics(y, probs, 5)
+  np.testing.assert_allclose(out["per_class"]["roc_auc"],
+                             [skm.roc_auc_score(y == c, probs[:, c]) for c in range(5)],
+                             rtol=0, atol=1e-12)
+  assert out["pr_auc"] == pytest.approx(
+      np.mean([skm.average_precision_score(y == c, probs[:, c]) for c in range(5)]),
+      rel=0, abs=1e-12)
+
+
 def test_confusion_matrix_rows_true_cols_predicted():
   cm = metrics.confusion_matrix(np.array([0, 0, 1, 2]), np.array([1, 0, 1, 1]), 3)
   np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [0, 1, 0]])

@@ -21,6 +21,7 @@ import optax
 from jimb.data import pipeline
 from jimb.data.preprocess import normalize
 from jimb.models import Classifier
+from jimb import compiler
 from jimb import mesh as mesh_lib
 
 
@@ -47,22 +48,9 @@ def create_state(build: Callable[[jax.Array], Classifier], tx: optax.GradientTra
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
                       opt_state=tx.init(params))
 
-  state = jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(key)
+  state = jax.jit(init, out_shardings=mesh_lib.replicated(mesh),
+                  compiler_options=compiler.init_options())(key)
   return graphdef, state
-
-
-def compiler_options() -> dict[str, str] | None:
-  """XLA options for steps with a backward pass.
-
-  XLA:CPU expands the optimisation barriers of `jax.checkpoint` before its first CSE and fusion
-  passes, which then merge the recomputation back into the forward pass, so rematerialisation
-  (the memory-efficient DenseNet) saved nothing on CPU. Skipping that expansion keeps the
-  barriers to code generation, as XLA:GPU and TPU do. Without barriers in the program it changes
-  nothing.
-  """
-  if jax.default_backend() == "cpu":
-    return {"xla_disable_hlo_passes": "cse_barrier_expander"}
-  return None
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
@@ -111,7 +99,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
   rep = mesh_lib.replicated(mesh)
   return jax.jit(step, out_shardings=(rep, rep), donate_argnums=0,
-                 compiler_options=compiler_options())
+                 compiler_options=compiler.backward_options())
 
 
 def make_predict(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jimb import checkpointing, tracking
+from jimb import checkpointing, compiler, tracking
 from jimb.generative import cycle_nets, loop
 from jimb import mesh as mesh_lib
 
@@ -231,7 +231,8 @@ def _initializer(spec: CycleSpec, steps_per_epoch: int, mesh: jax.sharding.Mesh)
                      pool_A=empty_pool(spec.pool_size, spec.sample_shape),
                      pool_B=empty_pool(spec.pool_size, spec.sample_shape))
 
-  return jax.jit(jax.vmap(init), out_shardings=mesh_lib.replicated(mesh)), graphdefs
+  return jax.jit(jax.vmap(init), out_shardings=mesh_lib.replicated(mesh),
+                 compiler_options=compiler.init_options()), graphdefs
 
 
 def init_state(spec: CycleSpec, keys: jax.Array, steps_per_epoch: int,

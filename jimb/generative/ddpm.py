@@ -37,7 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import optax
 
-from jimb import checkpointing, tracking
+from jimb import checkpointing, compiler, tracking
 from jimb import mesh as mesh_lib
 from jimb.generative import loop, unet
 
@@ -177,7 +177,7 @@ def _compiled_init(spec: DDPMSpec, mesh):
     return DDPMState(step=jnp.zeros((), jnp.int32), params=params, ema=params,
                      opt=tx.init(params))
 
-  return _jit(init, mesh), graphs
+  return _jit(init, mesh, compiler_options=compiler.init_options()), graphs
 
 
 def _training_part(spec: DDPMSpec) -> DDPMSpec:

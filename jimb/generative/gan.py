@@ -38,7 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import optax
 
-from jimb import checkpointing, tracking
+from jimb import checkpointing, compiler, tracking
 from jimb.generative import loop, nets
 from jimb import mesh as mesh_lib
 
@@ -252,15 +252,7 @@ def _compiled_init(spec: GANSpec, mesh):
                     d_params=d_params, d_rest=d_rest, g_opt=tx.init(g_params),
                     d_opt=tx.init(d_params))
 
-  return _jit(jax.vmap(init), mesh, compiler_options=_init_compiler_options()), graphs
-
-
-def _init_compiler_options() -> dict[str, str] | None:
-  """Initialisation runs once, and XLA:CPU spent ~4 s optimising its random-number code for the
-  tiny test nets (0.6 s unoptimised), so on CPU it is compiled without backend optimisation."""
-  if jax.default_backend() == "cpu":
-    return {"xla_backend_optimization_level": "0"}
-  return None
+  return _jit(jax.vmap(init), mesh, compiler_options=compiler.init_options()), graphs
 
 
 def init_state(spec: GANSpec, keys: jax.Array, mesh=None) -> tuple[tuple, GANState]:

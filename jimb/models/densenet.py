@@ -18,7 +18,7 @@ only convolution outputs are saved. Stored activations then grow linearly with d
 quadratically. Transitions and the final BN take the same treatment. The numbers and BatchNorm
 statistic updates are those of the plain model. At 224x224, batch 64, the compiled training step
 needs 2.4-3.2x less memory (docs/benchmarks.md); on CPU that takes the compiler option
-`jimb.fitting.step.compiler_options` sets, without which XLA:CPU merges the recomputation back
+`jimb.compiler.backward_options` sets, without which XLA:CPU merges the recomputation back
 into the forward pass.
 """
 
