@@ -31,6 +31,7 @@ import jax
 from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 
+from jimb.models import conv as conv_lib
 from jimb.models import keras_import
 from jimb.models import layers
 from jimb.models import pooling
@@ -49,7 +50,7 @@ def _norm(features: int, dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
 
 
 def _conv(cin: int, cout: int, size: int, dtype, rngs: nnx.Rngs, **kw) -> nnx.Conv:
-  return nnx.Conv(cin, cout, (size, size), use_bias=False, dtype=dtype, rngs=rngs, **kw)
+  return conv_lib.Conv(cin, cout, (size, size), use_bias=False, dtype=dtype, rngs=rngs, **kw)
 
 
 def _saved(x: jax.Array) -> jax.Array:

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jimb.models import conv as conv_lib
 from jimb.models import keras_import
 from jimb.models import layers
 from jimb.models.base import MODELS, Classifier, dropout as apply_dropout
@@ -93,7 +94,7 @@ class ConvBN(nnx.Module):
 
   def __init__(self, in_features: int, out_features: int, kernel_size: int, *, rngs: nnx.Rngs,
                strides: int = 1, padding: str = "SAME", depthwise: bool = False, dtype=jnp.float32):
-    self.conv = nnx.Conv(in_features, out_features, (kernel_size, kernel_size), strides,
+    self.conv = conv_lib.Conv(in_features, out_features, (kernel_size, kernel_size), strides,
                          padding=padding, feature_group_count=in_features if depthwise else 1,
                          use_bias=False, kernel_init=_DEPTHWISE_INIT if depthwise else _CONV_INIT,
                          dtype=dtype, rngs=rngs)
@@ -108,9 +109,9 @@ class SqueezeExcite(nnx.Module):
   """Channel gates from the pooled block: 1x1 conv + swish, 1x1 conv + sigmoid (with biases)."""
 
   def __init__(self, features: int, squeezed: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
-    self.reduce = nnx.Conv(features, squeezed, (1, 1), kernel_init=_CONV_INIT, dtype=dtype,
+    self.reduce = conv_lib.Conv(features, squeezed, (1, 1), kernel_init=_CONV_INIT, dtype=dtype,
                            rngs=rngs)
-    self.expand = nnx.Conv(squeezed, features, (1, 1), kernel_init=_CONV_INIT, dtype=dtype,
+    self.expand = conv_lib.Conv(squeezed, features, (1, 1), kernel_init=_CONV_INIT, dtype=dtype,
                            rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -24,6 +24,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from jimb.models import conv as conv_lib
 from jimb.models import keras_import
 from jimb.models import layers
 from jimb.models.base import MODELS, Classifier
@@ -42,7 +43,7 @@ class _ConvBN(nnx.Module):
   def __init__(self, in_features: int, out_features: int, kernel: int, *, rngs: nnx.Rngs,
                stride: int = 1, padding: str = "SAME", depthwise: bool = False,
                relu: bool = True, momentum: float, dtype):
-    self.conv = nnx.Conv(in_features, out_features, (kernel, kernel), strides=stride,
+    self.conv = conv_lib.Conv(in_features, out_features, (kernel, kernel), strides=stride,
                          padding=padding, feature_group_count=in_features if depthwise else 1,
                          use_bias=False, dtype=dtype, rngs=rngs)
     self.norm = nnx.BatchNorm(out_features, epsilon=1e-3, momentum=momentum, dtype=dtype,

@@ -24,6 +24,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from jimb.models import conv as conv_lib
 from jimb.models import keras_import
 from jimb.models import layers
 from jimb.models import pooling
@@ -47,7 +48,7 @@ def _conv(cin: int, cout: int, size: int, stride: int, dtype, rngs: nnx.Rngs) ->
   strided 1x1 convs, and torchvision's padding for the strided 3x3 convs of basic blocks.
   """
   pad = size // 2
-  return nnx.Conv(cin, cout, (size, size), strides=stride, padding=((pad, pad), (pad, pad)),
+  return conv_lib.Conv(cin, cout, (size, size), strides=stride, padding=((pad, pad), (pad, pad)),
                   dtype=dtype, rngs=rngs)
 
 

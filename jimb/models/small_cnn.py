@@ -6,6 +6,7 @@ from typing import Sequence
 
 from flax import nnx
 
+from jimb.models import conv as conv_lib
 from jimb.models import layers
 from jimb.models import pooling
 from jimb.models.base import MODELS, Classifier, dropout
@@ -29,7 +30,7 @@ class SmallCNN(Classifier):
     self.convs = nnx.List()
     self.norms = nnx.List()
     for width in widths:
-      self.convs.append(nnx.Conv(c, width, (3, 3), padding="SAME", use_bias=not batch_norm,
+      self.convs.append(conv_lib.Conv(c, width, (3, 3), padding="SAME", use_bias=not batch_norm,
                                  dtype=dt, rngs=rngs))
       self.norms.append(nnx.BatchNorm(width, momentum=0.9, dtype=dt, rngs=rngs)
                         if batch_norm else None)

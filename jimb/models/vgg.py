@@ -24,6 +24,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from jimb.models import conv as conv_lib
 from jimb.models import keras_import
 from jimb.models import layers
 from jimb.models import pooling
@@ -41,7 +42,7 @@ class Block(nnx.Module):
                rngs: nnx.Rngs):
     self.convs = nnx.List()
     for k in range(num_convs):
-      self.convs.append(nnx.Conv(cin if k == 0 else cout, cout, (3, 3), padding="SAME",
+      self.convs.append(conv_lib.Conv(cin if k == 0 else cout, cout, (3, 3), padding="SAME",
                                  use_bias=not batch_norm, dtype=dtype, rngs=rngs))
     self.norms = nnx.List(
         nnx.BatchNorm(cout, epsilon=EPSILON, momentum=0.99, dtype=dtype, rngs=rngs)
