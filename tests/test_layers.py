@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLOORS = (
     ("core", ("jimb.config", "jimb.registry", "jimb.mesh", "jimb.checkpointing", "jimb.files",
               "jimb.multihost", "jimb.lock", "jimb.metrics", "jimb.stats", "jimb.distributed",
-              "jimb.tracking", "jimb.calibration", "jimb.compiler")),
+              "jimb.tracking", "jimb.calibration", "jimb.compiler", "jimb.conv")),
     ("libraries", ("jimb.data", "jimb.models", "jimb.losses", "jimb.resampling",
                    "jimb.generative")),
     ("fitting", ("jimb.fitting",)),

@@ -19,6 +19,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from jimb import conv as conv_lib
+
 _DCGAN_INIT = nnx.initializers.normal(0.02)
 _SLOPE = 0.2
 
@@ -96,7 +98,7 @@ class ConvDiscriminator(nnx.Module):
     self.convs = nnx.List()
     self.norms = nnx.List()
     for i, width in enumerate(reversed(tuple(widths))):
-      self.convs.append(nnx.Conv(c, width, (4, 4), strides=(2, 2), padding="SAME",
+      self.convs.append(conv_lib.Conv(c, width, (4, 4), strides=(2, 2), padding="SAME",
                                  use_bias=i == 0 or norm == "none", kernel_init=_DCGAN_INIT,
                                  rngs=rngs))
       self.norms.append(None if i == 0 else _norm(norm, width, rngs))

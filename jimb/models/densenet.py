@@ -31,7 +31,7 @@ import jax
 from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 
-from jimb.models import conv as conv_lib
+from jimb import conv as conv_lib
 from jimb.models import keras_import
 from jimb.models import layers
 from jimb.models import pooling

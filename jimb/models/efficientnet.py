@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jimb.models import conv as conv_lib
+from jimb import conv as conv_lib
 from jimb.models import keras_import
 from jimb.models import layers
 from jimb.models.base import MODELS, Classifier, dropout as apply_dropout

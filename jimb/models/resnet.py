@@ -24,7 +24,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from jimb.models import conv as conv_lib
+from jimb import conv as conv_lib
 from jimb.models import keras_import
 from jimb.models import layers
 from jimb.models import pooling

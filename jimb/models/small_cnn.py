@@ -6,7 +6,7 @@ from typing import Sequence
 
 from flax import nnx
 
-from jimb.models import conv as conv_lib
+from jimb import conv as conv_lib
 from jimb.models import layers
 from jimb.models import pooling
 from jimb.models.base import MODELS, Classifier, dropout

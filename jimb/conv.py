@@ -1,17 +1,19 @@
 """Convolutions that XLA:CPU runs slowly, rewritten as work it runs fast; `Conv` builds the
-zoo's convolution layers with them.
+zoo's (and the DCGAN critic's) convolution layers with them.
 
 Measured per layer shape on a 2-core CPU (forward + backward, docs/benchmarks.md):
   * depthwise (one channel per group: MobileNet's and EfficientNet's 3x3 / 5x5) ran at
     0.1-0.2 GFLOP/s. As kh * kw strided slices of the padded input, each times its tap's
     per-channel weights, summed, it is elementwise work XLA fuses: 2.6-93x faster at every
     depthwise shape of MobileNetV2 at 64x64.
-  * a 1x1 kernel, an output of at most 2x2 positions (ResNet's last stages on small images:
-    XLA took 11-45 ms for a 3x3 conv on 2x2 inputs at batch 64) or an input of at most 4
-    channels (a stem on raw images, whose weight gradient XLA ran at 2-7 GFLOP/s) as an im2col
-    matmul: the patches (strided slices, concatenated) times the reshaped kernel; its gradients
-    are a matmul and padded adds. 1.0-78x faster there, and 0.2-1.2x at mid-sized layers
-    (14x14 or 8x8 with 32-128 channels), which therefore keep XLA's convolution.
+  * a 1x1 kernel, a stride above 1, an output of at most 2x2 positions or an input of at most
+    4 channels as an im2col matmul: the patches (strided slices, concatenated) times the
+    reshaped kernel; its gradients are a matmul and padded adds. XLA's kernels were slowest
+    there: a 3x3 conv on 2x2 inputs at batch 64 (ResNet's last stages on small images) took
+    11-45 ms, 1.0-78x slower than the matmul; a stem's weight gradient on raw images ran at
+    2-7 GFLOP/s; the weight gradient of the DCGAN critic's 4x4/2 conv took 58 ms of a 157 ms
+    GAN step (the step ran 4.7x faster rewritten). Mid-sized stride-1 layers (14x14 or 8x8 with
+    32-128 channels) ran 0.2-1.2x as fast as matmuls and keep XLA's convolution.
 Both are exact rewrites of the convolution: values and gradients equal XLA's to float32
 rounding, the products being summed in another order (tests/test_conv.py). GPU and TPU keep
 XLA's convolution, as does anything else (dilation, other layouts, grouped convolutions with
@@ -28,7 +30,7 @@ from jax import lax
 import jax.numpy as jnp
 
 # The im2col form takes outputs of at most this many positions, or inputs of at most this
-# many channels (besides every 1x1 kernel).
+# many channels (besides every 1x1 kernel and every strided convolution).
 _TINY_OUTPUT = 4
 _FEW_CHANNELS = 4
 
@@ -77,7 +79,8 @@ def _form(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numb
     return None
   if groups > 1:
     return _depthwise if groups == channels and rhs.shape[2:] == (1, channels) else None
-  if rhs.shape[:2] == (1, 1) or out[0] * out[1] <= _TINY_OUTPUT or channels <= _FEW_CHANNELS:
+  if (rhs.shape[:2] == (1, 1) or max(strides) > 1 or out[0] * out[1] <= _TINY_OUTPUT
+      or channels <= _FEW_CHANNELS):
     return _im2col
   return None
 
