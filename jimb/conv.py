@@ -16,8 +16,8 @@ Measured per layer shape on a 2-core CPU (forward + backward, docs/benchmarks.md
     32-128 channels) ran 0.2-1.2x as fast as matmuls and keep XLA's convolution.
 Both are exact rewrites of the convolution: values and gradients equal XLA's to float32
 rounding, the products being summed in another order (tests/test_conv.py). GPU and TPU keep
-XLA's convolution, as does anything else (dilation, other layouts, grouped convolutions with
-several channels per group).
+XLA's convolution, as does anything else (bfloat16 compute, dilation, other layouts, grouped
+convolutions with several channels per group).
 """
 
 from __future__ import annotations
@@ -65,6 +65,12 @@ def _form(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numb
           kwargs):
   """The rewrite for this convolution on this backend, or None for XLA's."""
   if jax.default_backend() != "cpu" or lhs.ndim != 4 or rhs.ndim != 4:
+    return None
+  # Only inside a traced program: run eagerly, each slice would be a program of its own, and a
+  # long process (the test suite) accumulated thousands of them until XLA:CPU crashed.
+  if not isinstance(lhs, jax.core.Tracer):
+    return None
+  if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:   # measured in float32 only
     return None
   if any(d != 1 for d in (*(lhs_dilation or (1, 1)), *(rhs_dilation or (1, 1)))):
     return None

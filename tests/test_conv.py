@@ -59,6 +59,14 @@ def _assert_same_vjp(x, w, strides, padding, seed):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def _traced_form(x, w, strides, padding, groups):
+  """The form conv_general_dilated picks for (x, w) inside a traced program."""
+  found = []
+  jax.eval_shape(lambda x, w: found.append(
+      conv._form(x, w, strides, padding, None, None, NHWC, groups, {})) or x, x, w)
+  return found[0]
+
+
 def _arrays(shape, kernel_shape, seed):
   rng = np.random.default_rng(seed)
   return (jnp.asarray(rng.standard_normal(shape), jnp.float32),
@@ -68,21 +76,21 @@ def _arrays(shape, kernel_shape, seed):
 @pytest.mark.parametrize("shape, window, strides, padding", DEPTHWISE)
 def test_depthwise_values_and_gradients_match_xla(shape, window, strides, padding):
   x, w = _arrays(shape, (*window, 1, shape[-1]), sum(shape))
-  assert conv._form(x, w, strides, padding, None, None, NHWC, shape[-1], {}) is conv._depthwise
+  assert _traced_form(x, w, strides, padding, shape[-1]) is conv._depthwise
   _assert_same_vjp(x, w, strides, padding, sum(shape))
 
 
 @pytest.mark.parametrize("shape, kernel, strides, padding", IM2COL)
 def test_im2col_values_and_gradients_match_xla(shape, kernel, strides, padding):
   x, w = _arrays(shape, (*kernel[:2], shape[-1], kernel[2]), sum(shape) + 1)
-  assert conv._form(x, w, strides, padding, None, None, NHWC, 1, {}) is conv._im2col
+  assert _traced_form(x, w, strides, padding, 1) is conv._im2col
   _assert_same_vjp(x, w, strides, padding, sum(shape))
 
 
 def test_mid_sized_convolutions_stay_xla_s():
   """Stride 1, more than 2x2 outputs, more than 4 input channels: XLA's kernel was as fast."""
   x, w = _arrays((2, 8, 8, 16), (3, 3, 16, 8), 0)
-  assert conv._form(x, w, (1, 1), "SAME", None, None, NHWC, 1, {}) is None
+  assert _traced_form(x, w, (1, 1), "SAME", 1) is None
   np.testing.assert_array_equal(_rewritten(x, w, (1, 1), "SAME"), _grouped(x, w, (1, 1), "SAME"))
 
 
@@ -97,7 +105,7 @@ def test_jitted_grad_of_a_loss_matches():
 
 
 def test_other_convolutions_are_xla_s():
-  """A grouped (2 channels per group) or a dilated convolution goes to lax."""
+  """A grouped (2 channels per group), a dilated or a bfloat16 convolution goes to lax."""
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.standard_normal((2, 8, 8, 8)), jnp.float32)
   for w, groups, dilation in [(rng.standard_normal((3, 3, 4, 8)), 2, (1, 1)),
@@ -107,6 +115,8 @@ def test_other_convolutions_are_xla_s():
     kw = dict(dimension_numbers=NHWC, feature_group_count=groups, rhs_dilation=dilation)
     np.testing.assert_array_equal(conv.conv_general_dilated(x, w, (1, 1), "SAME", **kw),
                                   lax.conv_general_dilated(x, w, (1, 1), "SAME", **kw))
+  x16, w16 = x.astype(jnp.bfloat16), jnp.asarray(rng.standard_normal((1, 1, 8, 5)), jnp.bfloat16)
+  assert _traced_form(x16, w16, (1, 1), "SAME", 1) is None
 
 
 @pytest.mark.parametrize("groups", [1, 6])
@@ -119,4 +129,11 @@ def test_conv_layer_keeps_nnx_conv_s_parameters_and_outputs(groups):
   for a, b in zip(jax.tree.leaves(nnx.state(fast)), jax.tree.leaves(nnx.state(plain))):
     np.testing.assert_array_equal(a, b)
   x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 3, 4, 6)), jnp.float32)
-  np.testing.assert_allclose(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(lambda x: fast(x))(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_eager_calls_keep_xla_s_convolution():
+  """Outside a traced program each slice would run as a program of its own: XLA's one op runs."""
+  x, w = _arrays((2, 2, 2, 8), (3, 3, 8, 4), 3)
+  assert conv._form(x, w, (1, 1), "SAME", None, None, NHWC, 1, {}) is None
+  assert _traced_form(x, w, (1, 1), "SAME", 1) is conv._im2col
