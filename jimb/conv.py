@@ -4,20 +4,23 @@ zoo's (and the DCGAN critic's) convolution layers with them.
 Measured per layer shape on a 2-core CPU (forward + backward, docs/benchmarks.md):
   * depthwise (one channel per group: MobileNet's and EfficientNet's 3x3 / 5x5) ran at
     0.1-0.2 GFLOP/s. As kh * kw strided slices of the padded input, each times its tap's
-    per-channel weights, summed, it is elementwise work XLA fuses: 2.6-93x faster at every
-    depthwise shape of MobileNetV2 at 64x64.
+    per-channel weights, summed, it is elementwise work XLA fuses: forward + backward 2-93x
+    faster at every depthwise shape of MobileNetV2 at 64x64 and EfficientNet-B0 measured.
   * a 1x1 kernel, a stride above 1, an output of at most 2x2 positions or an input of at most
     4 channels as an im2col matmul: the patches (strided slices, concatenated) times the
     reshaped kernel; its gradients are a matmul and padded adds. XLA's kernels were slowest
     there: a 3x3 conv on 2x2 inputs at batch 64 (ResNet's last stages on small images) took
-    11-45 ms, 1.0-78x slower than the matmul; a stem's weight gradient on raw images ran at
-    2-7 GFLOP/s; the weight gradient of the DCGAN critic's 4x4/2 conv took 58 ms of a 157 ms
-    GAN step (the step ran 4.7x faster rewritten). Mid-sized stride-1 layers (14x14 or 8x8 with
-    32-128 channels) ran 0.2-1.2x as fast as matmuls and keep XLA's convolution.
+    12-49 ms forward + backward, 8-27x the matmul's; a stem's weight gradient on raw images ran
+    at 2-7 GFLOP/s; the weight gradient of the DCGAN critic's 4x4/2 conv took 58 ms of a 157 ms
+    GAN step (the step ran 4.7x faster rewritten). A few of these layers alone run 0.6-0.8x as
+    fast rewritten (a stem, a strided 1x1), but every training step that has them ran faster.
+    Mid-sized stride-1 layers (14x14 or 8x8 with 32-128 channels) ran 0.2-1.2x as fast as
+    matmuls and keep XLA's convolution.
 Both are exact rewrites of the convolution: values and gradients equal XLA's to float32
 rounding, the products being summed in another order (tests/test_conv.py). GPU and TPU keep
-XLA's convolution, as does anything else (bfloat16 compute, dilation, other layouts, grouped
-convolutions with several channels per group).
+XLA's convolution, as do eager calls (outside jit each slice would be a program of its own) and
+anything else (bfloat16 compute, dilation, other layouts, grouped convolutions with several
+channels per group).
 """
 
 from __future__ import annotations
