@@ -23,6 +23,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def jit_replicated(fn, mesh: Mesh | None, **kwargs):
+  """`jax.jit(fn, **kwargs)` whose outputs are replicated on `mesh` (None: left where jit puts
+  them, for callers that run without a mesh)."""
+  if mesh is not None:
+    kwargs["out_shardings"] = replicated(mesh)
+  return jax.jit(fn, **kwargs)
+
+
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P("data"))
 

@@ -159,12 +159,6 @@ def _optimizer(spec: DDPMSpec) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(spec.grad_clip), optax.adam(schedule))
 
 
-def _jit(fn, mesh, **kwargs):
-  if mesh is not None:
-    kwargs["out_shardings"] = mesh_lib.replicated(mesh)
-  return jax.jit(fn, **kwargs)
-
-
 @functools.lru_cache(maxsize=None)
 def _compiled_init(spec: DDPMSpec, mesh):
   """Jitted `init(key) -> DDPMState`, and a holder the graph definition lands in."""
@@ -177,7 +171,8 @@ def _compiled_init(spec: DDPMSpec, mesh):
     return DDPMState(step=jnp.zeros((), jnp.int32), params=params, ema=params,
                      opt=tx.init(params))
 
-  return _jit(init, mesh, compiler_options=compiler.init_options()), graphs
+  return (mesh_lib.jit_replicated(init, mesh, compiler_options=compiler.init_options()),
+          graphs)
 
 
 def _training_part(spec: DDPMSpec) -> DDPMSpec:
@@ -219,7 +214,8 @@ def train_step(spec: DDPMSpec, graph: nnx.GraphDef, state: DDPMState, rows: jax.
 
 @functools.lru_cache(maxsize=None)
 def compiled_step(spec: DDPMSpec, graph: nnx.GraphDef, mesh=None):
-  return _jit(functools.partial(train_step, spec, graph), mesh, donate_argnums=0)
+  return mesh_lib.jit_replicated(functools.partial(train_step, spec, graph), mesh,
+                                 donate_argnums=0)
 
 
 def _check_data(spec: DDPMSpec, x: np.ndarray, y: np.ndarray) -> None:

@@ -231,12 +231,6 @@ def _optimizer(spec: GANSpec) -> optax.GradientTransformation:
   return optax.adam(spec.learning_rate, b1=spec.beta1, b2=spec.beta2)
 
 
-def _jit(fn, mesh, **kwargs):
-  if mesh is not None:
-    kwargs["out_shardings"] = mesh_lib.replicated(mesh)
-  return jax.jit(fn, **kwargs)
-
-
 @functools.lru_cache(maxsize=None)
 def _compiled_init(spec: GANSpec, mesh):
   """Jitted `init(keys [K]) -> stacked GANState`, and a holder the graph definitions land in."""
@@ -252,7 +246,8 @@ def _compiled_init(spec: GANSpec, mesh):
                     d_params=d_params, d_rest=d_rest, g_opt=tx.init(g_params),
                     d_opt=tx.init(d_params))
 
-  return _jit(jax.vmap(init), mesh, compiler_options=compiler.init_options()), graphs
+  return (mesh_lib.jit_replicated(jax.vmap(init), mesh,
+                                  compiler_options=compiler.init_options()), graphs)
 
 
 def init_state(spec: GANSpec, keys: jax.Array, mesh=None) -> tuple[tuple, GANState]:
@@ -331,7 +326,7 @@ def compiled_step(spec: GANSpec, graphs: tuple, mesh=None):
   One program per (spec, mesh) and shape: K separate runs of the same spec share it.
   """
   step = jax.vmap(functools.partial(member_step, spec, graphs), in_axes=(0, None, None, 0, 0))
-  return _jit(step, mesh, donate_argnums=0)
+  return mesh_lib.jit_replicated(step, mesh, donate_argnums=0)
 
 
 def _member_keys(key: jax.Array, k: int) -> jax.Array:
