@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import time
 from typing import Any, Callable
 
 from etils import epath
@@ -161,6 +162,43 @@ class FoldCheckpoints:
 
   def close(self) -> None:
     self._manager.close()
+
+
+class Throttled:
+  """A fold's epoch saves at most every `min_interval_secs`, the best epoch never lost.
+
+  An orbax save costs tens of milliseconds on the main thread and more on a background one; a
+  small model's epoch may take less. So an epoch is saved when the interval has passed since the
+  last save (or the fold has ended); a new best epoch in between is held (an on-device copy) and
+  written just before the next save. Whatever epoch is the newest on disk, its best epoch is on
+  disk too, and a resume replays at most one interval of epochs, which gives the same result
+  (training is deterministic). With several processes process 0's clock decides for all.
+  """
+
+  def __init__(self, ckpt: FoldCheckpoints, min_interval_secs: float,
+               clock: Callable[[], float] = time.monotonic):
+    self.ckpt = ckpt
+    self.min_interval_secs = min_interval_secs
+    self._clock = clock
+    self._last = clock()
+    self._held = None
+
+  def save(self, epoch: int, state: Any, meta: dict[str, Any], value: float, best: bool,
+           final: bool) -> bool:
+    """Offers epoch `epoch` (`best`: the best so far; `final`: the fold's last); whether it
+    was written now."""
+    due = final or multihost.agree(
+        lambda: self._clock() - self._last >= self.min_interval_secs)
+    if not due:
+      if best:   # the step donates `state`: keep a copy, and meta as it is now
+        self._held = (epoch, jax.tree.map(lambda a: a.copy(), state), copy.deepcopy(meta), value)
+      return False
+    if self._held is not None and not best:
+      self.ckpt.save(*self._held)
+    self._held = None
+    self.ckpt.save(epoch, state, meta, value)
+    self._last = self._clock()
+    return True
 
 
 def _steps(directory: epath.Path) -> list[int]:

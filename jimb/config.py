@@ -23,6 +23,7 @@ PROGRESS = ("auto", "on", "off")   # report.progress
 FREE_KEYS = (
     # the fold loop: which folds run, how often it logs and checkpoints (resumes are exact)
     "split.only_folds", "train.log_every_epochs", "train.checkpoint_every_steps",
+    "checkpoint.min_interval_secs",
     # the data: duplicates warn or refuse; grouping them changes the folds, which their stored
     # indices guard
     "data.duplicates",
@@ -130,6 +131,8 @@ def base_config() -> ml_collections.ConfigDict:
       icost=ml_collections.ConfigDict(dict(
           k=5,                   # neighbours for k-disagreeing neighbours (kDN)
           space="inputs",        # inputs: flattened, standardised with the training part's statistics
+                                 # | judge: the synthesis judge's features (synth.judge_epochs)
+                                 # | backbone: the pretrained model's features (model.pretrained)
           groups="icost",        # icost (the reference's pure/safe/border/outlier) | napierala
                                  # (safe/borderline/rare/outlier)
           costs="",              # "" (the scheme's defaults) | four numbers "c0,c1,c2,c3", one per group
@@ -295,9 +298,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.report.progress = "auto"
   c.report.tensorboard = True
 
+  # Epoch checkpoints: at most one every `min_interval_secs` (a new best in between is held and
+  # written before the next; the fold's end is always written), so quick epochs are not
+  # dominated by saving and a resume replays at most that long. Every epoch when 0, or when
+  # train.checkpoint_every_steps saves inside epochs.
   c.checkpoint = ml_collections.ConfigDict(dict(
       keep_latest=1,
       keep_best=1,
+      min_interval_secs=60.0,
   ))
   return c
 
@@ -343,6 +351,7 @@ RANGES = {
     "sweep.alpha": ("(", 0, 1), "report.many_shot": (0, None), "report.few_shot": (0, None),
     "report.bootstrap": (0, None), "decision.target_sensitivity": ("(", 0, 1),
     "checkpoint.keep_latest": (1, None), "checkpoint.keep_best": (1, None),
+    "checkpoint.min_interval_secs": (0, None),
 }
 
 

@@ -26,6 +26,7 @@ from jimb import mesh as mesh_lib
 from jimb.data import splits
 from jimb.data.dataset import Dataset
 from jimb.data.folds import load_data
+from jimb.fitting import step as step_lib
 from jimb.render import run as render_run
 from jimb.training import fold as fold_lib
 from jimb.training import setup as setup_lib
@@ -79,10 +80,11 @@ def _run_folds(config, workdir: str | os.PathLike, run_fold, mode: str,
     log(f"devices: {mesh.devices.size} x {jax.devices()[0].platform}, "
         f"{jax.process_count()} process(es)")
     records, probs, post_hoc = [], [], []
+    programs = step_lib.Programs()   # the folds' jitted functions, traced once per run
     for fold in folds:
       fold_dir = workdir / f"fold_{fold.index}"
       workdir_lib.check_indices(fold_dir, fold)
-      record, arrays = run_fold(config, workdir, ds, fold, mesh, log)
+      record, arrays = run_fold(config, workdir, ds, fold, mesh, log, programs)
       records.append(record)
       probs.append(arrays.pop("probs"))
       post_hoc.append(arrays)
@@ -109,7 +111,7 @@ def _write_eval_arrays(output: epath.Path, folds, labels: np.ndarray, probs: lis
 
 
 def _train_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, mesh,
-                log: Log) -> tuple[dict, dict[str, np.ndarray]]:
+                log: Log, programs: step_lib.Programs) -> tuple[dict, dict[str, np.ndarray]]:
   """A finished fold's stored record and test arrays, or the fold trained (resumed) and
   recorded."""
   fold_dir = workdir / f"fold_{fold.index}"
@@ -121,7 +123,7 @@ def _train_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, mes
   track = tracking.from_config(config.report, workdir / "tb")
   shown = track.log(log)   # log lines around the bars
   setup = setup_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), shown,
-                               track.sub("synth"))
+                               track.sub("synth"), programs)
   ckpt = _ckpt(config, fold_dir, recover=True)
   try:
     record, arrays = fold_lib.train_fold(config, setup, ckpt, shown,
@@ -137,10 +139,11 @@ def _train_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, mes
 
 
 def _evaluate_fold(config, workdir: epath.Path, ds: Dataset, fold: splits.Fold, mesh,
-                   log: Log) -> tuple[dict, dict[str, np.ndarray]]:
+                   log: Log, programs: step_lib.Programs) -> tuple[dict, dict[str, np.ndarray]]:
   """The fold's best checkpoint evaluated again, compared with the training run's record."""
   fold_dir = workdir / f"fold_{fold.index}"
-  setup = setup_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), log)
+  setup = setup_lib.setup_fold(config, ds, fold, mesh, _synth_root(config, workdir), log,
+                               programs=programs)
   done = fold_dir / "result.json"
   stored = (files.read_json(done, "delete it: the fold's record is then made again by "
                             "--mode=train from its checkpoints")

@@ -82,6 +82,17 @@ class Loss:
     return self.fn(logits, labels)
 
 
+# Losses whose per-example function ignores the training part's class counts (their class
+# weights are a step argument), so folds with other counts share their compiled train step.
+# Every other loss is keyed on the counts (tests/test_losses.py checks this list).
+COUNT_FREE = ("cross_entropy", "focal", "cot")
+
+
+def counts_key(name: str, class_counts: np.ndarray) -> tuple[float, ...] | None:
+  """The class counts the jitted function of loss `name` depends on: None when COUNT_FREE."""
+  return None if name in COUNT_FREE else tuple(np.asarray(class_counts, float).tolist())
+
+
 def build_loss(loss_cfg: Any, class_counts: np.ndarray) -> Loss:
   """The loss named by `loss_cfg.name`, configured by its other keys."""
   options = {key: value for key, value in dict(loss_cfg).items() if key != "name"}

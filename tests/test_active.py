@@ -80,7 +80,8 @@ def test_realised_batches_hold_exactly_the_quotas():
 def _active_config(**overrides):
   return tiny_config(**{"sampler.name": "active", "sampler.update_every_steps": 5,
                         "sampler.floor": 2, "split.only_folds": "0",
-                        "checkpoint.keep_latest": 3, **overrides})
+                        "checkpoint.keep_latest": 3, "checkpoint.min_interval_secs": 0.0,
+                        **overrides})
 
 
 def test_active_run_logs_quotas_and_a_resume_continues_with_them(tmp_path):

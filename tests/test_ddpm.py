@@ -173,3 +173,21 @@ def test_synthesis_through_the_registry_meets_the_budget(tmp_path):
   assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   [losses] = json.loads(next(directory.glob("samples_*/losses.json")).read_text())
   assert losses["models"] == ["7", "8", "9"][:len(losses["models"])] and losses["loss"]
+
+
+def test_ema_warms_up_then_decays_at_ema_decay():
+  """The EMA after each update is the recursion e = d_t e + (1 - d_t) p with
+  d_t = min(ema_decay, (1 + t) / (10 + t)), computed here in NumPy from the weights."""
+  spec = ddpm.DDPMSpec(IMAGE, 2, steps=1, ema_decay=0.5, **TINY)
+  np.testing.assert_allclose([float(ddpm.ema_decay(spec, t)) for t in (0, 1, 8, 9, 100)],
+                             [0.1, 2 / 11, 0.5, 0.5, 0.5], rtol=1e-6)
+  x, y = toy(16)
+  graph, state = ddpm.init_state(spec, jax.random.key(0))
+  expected = leaves(state.ema)
+  for t in range(12):
+    state, _ = ddpm.train_step(spec, graph, state, jnp.asarray(x), jnp.asarray(y),
+                               jnp.arange(8) + t % 2 * 8, jax.random.key(t))
+    d = min(0.5, (1 + t) / (10 + t))
+    expected = [d * e + (1 - d) * p for e, p in zip(expected, leaves(state.params))]
+  for a, b in zip(leaves(state.ema), expected, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from jimb import checkpointing, experiment
+from jimb.fitting import step as step_lib
+from jimb.training import fold as fold_lib
 from jimb.data import folds as folds_lib
 from jimb.data import pipeline, preprocess, sources
 from jimb.data.dataset import Dataset
@@ -76,7 +78,8 @@ def test_eval_mode_reproduces_test_metrics(finished_run):
 def test_resume_after_sigkill_equals_uninterrupted_run(finished_run, tmp_path):
   reference_dir, reference = finished_run
   args = ["--config=configs/default.py:tiny", f"--workdir={tmp_path}",
-          "--config.split.folds=2", "--config.train.epochs=3"]
+          "--config.split.folds=2", "--config.train.epochs=3",
+          "--config.checkpoint.min_interval_secs=0"]   # every epoch: a kill between two
   proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   # Kill mid-fold: fold 0 finished, fold 1 has its first checkpoint but no result.
@@ -161,3 +164,62 @@ def test_no_evaluation_index_reaches_training(monkeypatch, tmp_path):
   # Evaluation covers every example of the experiment exactly once.
   tested = np.concatenate([ids[f.test] for f in folds])
   np.testing.assert_array_equal(np.sort(tested), np.sort(ids))
+
+
+def test_throttled_checkpoints_resume_to_the_same_result(finished_run, tmp_path, monkeypatch):
+  """Epoch saves at most every interval (a clock that ticks one second a reading, 1.5 s apart):
+  a run killed inside fold 1 resumes from its last save, and ends as the run that saved every
+  epoch did; a run that never reaches the interval keeps only the best and the last epoch."""
+  _, reference = finished_run
+  throttled = checkpointing.Throttled
+
+  def ticking(ckpt, interval):
+    clock = iter(range(10**6))
+    return throttled(ckpt, interval, clock=lambda: float(next(clock)))
+
+  monkeypatch.setattr(checkpointing, "Throttled", ticking)
+  config = tiny_config(**{"checkpoint.min_interval_secs": 1.5, "train.epochs": 3})
+  fit_epoch, calls = fold_lib._fit_epoch, []
+
+  def killed_in_fold_1(config, setup, *args, **kwargs):
+    calls.append(setup.fold.index)
+    if calls.count(1) == 3:
+      raise KeyboardInterrupt("killed")
+    return fit_epoch(config, setup, *args, **kwargs)
+
+  monkeypatch.setattr(fold_lib, "_fit_epoch", killed_in_fold_1)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.train_and_evaluate(config, tmp_path, log=QUIET)
+  monkeypatch.setattr(fold_lib, "_fit_epoch", fit_epoch)
+  # Fold 1's clock read 0 at its start and 1 after epoch 1 (not due: held if the best); after
+  # epoch 2 it read 2, so epoch 2 was written (with a held epoch 1 before it).
+  saved = checkpointing.FoldCheckpoints(tmp_path / "fold_1" / "checkpoints").epochs()
+  assert saved[-1] == 2
+  logs = []
+  resumed = experiment.train_and_evaluate(config, tmp_path, log=logs.append)
+  assert any("fold 0: finished earlier" in line for line in logs)
+  assert any("resumed from epoch 2" in line for line in logs)
+  assert_same_metrics(reference, resumed)
+
+  never = tmp_path / "never"
+  lazy = experiment.train_and_evaluate(
+      tiny_config(**{"checkpoint.min_interval_secs": 1e9, "train.epochs": 3}), never, log=QUIET)
+  assert_same_metrics(reference, lazy)
+  for k, fold in enumerate(lazy["folds"]):
+    kept = checkpointing.FoldCheckpoints(never / f"fold_{k}" / "checkpoints").epochs()
+    assert kept == sorted({fold["best_epoch"], fold["epochs_run"]})
+
+
+def test_folds_share_one_train_step(finished_run, tmp_path, monkeypatch):
+  """The folds of a run trace their train step once (their program keys are equal); a run that
+  builds it for each fold ends the same."""
+  _, reference = finished_run
+  built, make = [], step_lib.make_train_step
+  monkeypatch.setattr(step_lib, "make_train_step", lambda *a, **k: built.append(1) or make(*a, **k))
+  shared = experiment.train_and_evaluate(tiny_config(), tmp_path / "shared", log=QUIET)
+  assert len(built) == 1
+  monkeypatch.setattr(step_lib.Programs, "get", lambda self, key, build: build())
+  apart = experiment.train_and_evaluate(tiny_config(), tmp_path / "apart", log=QUIET)
+  assert len(built) == 3
+  assert_same_metrics(reference, shared)
+  assert_same_metrics(reference, apart)

@@ -12,6 +12,7 @@ import pytest
 
 from jimb import losses
 from jimb import mesh as mesh_lib
+from jimb.balance import judge
 from jimb.balance import pool as pool_lib
 from jimb.data.dataset import Dataset
 from jimb.data.splits import Fold
@@ -105,7 +106,7 @@ def test_bad_options_name_the_key():
   with pytest.raises(ValueError, match="loss.icost.groups"):
     complexity.icost_weights(x, y, 2, groups="kmeans")
   with pytest.raises(ValueError, match="loss.icost.space"):
-    complexity.icost_weights(x, y, 2, space="judge")
+    complexity.check_space("pixels")
   with pytest.raises(ValueError, match="loss.icost.k"):
     complexity.icost_weights(x, y, 2, k=len(y))
   with pytest.raises(ValueError, match="loss.instance_weights"):
@@ -199,3 +200,35 @@ def test_resampled_copies_inherit_and_synthetic_rows_weigh_one():
   np.testing.assert_array_equal(weights[48:], 1.0)
   drawn = weights[pool.rows]      # what batches gather: copies carry their source's weight
   np.testing.assert_array_equal(drawn[48:53], real[np.flatnonzero(y == 1)[:5]])
+
+
+def test_judge_space_is_a_judge_of_the_training_part():
+  """space=judge: neighbours among the features of a judge trained on the training rows alone
+  (the same judge trained here by hand), whatever the validation and test rows hold."""
+  ds, fold = _table()
+  config = _config(**{"loss.instance_weights": "icost", "loss.icost.space": "judge",
+                      "synth.judge_epochs": 2, "synth.judge_batch_size": 8})
+  mesh = mesh_lib.make_mesh()
+  setup = setup_lib.setup_fold(config, ds, fold, mesh, log=QUIET)
+  by_hand = judge.train(config.model, setup.x["train"], setup.y["train"], 2, setup.mean,
+                        setup.std, mesh, epochs=2, batch_size=8, learning_rate=1e-3,
+                        seed=config.seed * 1000 + fold.index, log=QUIET)
+  features = by_hand.features(setup.x["train"])
+  assert features.shape == (len(setup.y["train"]), 4)    # the MLP's hidden layer
+  expected, _ = complexity.icost_weights(features, setup.y["train"], 2)
+  np.testing.assert_array_equal(setup.weights, expected)
+  inputs = setup_lib.setup_fold(_config(**{"loss.instance_weights": "icost"}), ds, fold, mesh,
+                                log=QUIET)
+  assert not np.array_equal(inputs.weights, setup.weights)
+  x, y = ds.x.copy(), ds.y.copy()
+  rest = np.concatenate([fold.val, fold.test])
+  x[rest] = np.random.default_rng(2).normal(size=(len(rest), 3)) * 5
+  changed = setup_lib.setup_fold(config, Dataset(x, y, ds.class_names), fold, mesh, log=QUIET)
+  np.testing.assert_array_equal(changed.weights, setup.weights)
+  with pytest.raises(ValueError, match="synth.judge_epochs"):
+    setup_lib.setup_fold(_config(**{"loss.instance_weights": "icost",
+                                    "loss.icost.space": "judge", "synth.judge_epochs": 0}),
+                         ds, fold, mesh, log=QUIET)
+  with pytest.raises(ValueError, match="model.pretrained"):
+    setup_lib.setup_fold(_config(**{"loss.instance_weights": "icost",
+                                    "loss.icost.space": "backbone"}), ds, fold, mesh, log=QUIET)

@@ -392,3 +392,18 @@ def test_bad_imbalance_options_raise(cfg, match):
 def test_bad_class_counts_raise(counts):
   with pytest.raises(ValueError, match="class_counts"):
     losses.build_loss(ml_collections.ConfigDict(dict(name="cross_entropy")), counts)
+
+
+@pytest.mark.parametrize("name", losses.LOSSES.names())
+def test_count_free_losses_ignore_the_counts(name):
+  """Folds share a train step when counts_key says the loss ignores the class counts: those
+  losses must give the same values and gradients for other counts; the rest must not."""
+  logits = jax.random.normal(jax.random.key(0), (16, 4)) * 3
+  labels = jnp.arange(16) % 4
+  fn = lambda counts: losses.build_loss(ml_collections.ConfigDict({"name": name}),
+                                        np.array(counts)).fn
+  a, b = fn([100, 30, 10, 1]), fn([5, 50, 20, 7])
+  values = lambda f: (f(logits, labels), jax.grad(lambda z: f(z, labels).sum())(logits))
+  same = all(np.array_equal(u, v) for u, v in zip(values(a), values(b)))
+  assert same == (name in losses.COUNT_FREE)
+  assert (losses.counts_key(name, np.array([3, 1])) is None) == (name in losses.COUNT_FREE)

@@ -12,6 +12,7 @@ from jimb.data import sources
 from jimb.data.dataset import Dataset
 from jimb.models import keras_import
 from jimb.fitting import step as step_lib
+from jimb.resampling import complexity
 from jimb.training import setup as setup_lib
 from jimb import mesh as mesh_lib
 from tests.helpers import tiny_config
@@ -78,3 +79,23 @@ def test_missing_weights_file_and_grayscale_are_clear(monkeypatch, tmp_path):
   data, folds, _ = folds_lib.load_data(c, lambda s: None)
   with pytest.raises(ValueError, match="RGB"):
     setup_lib.setup_fold(c, data, folds[0], mesh_lib.make_mesh())
+
+
+def test_icost_backbone_space_is_the_pretrained_features(weights_file, monkeypatch):
+  """space=backbone: neighbours among the pretrained network's features (Keras's own, as the
+  reference) of the fold's training rows, before any fine-tuning."""
+  path, keras_model = weights_file
+  rng = np.random.default_rng(3)
+  ds = Dataset(x=rng.integers(0, 256, (120, 32, 32, 3), dtype=np.uint8),
+               y=np.repeat(np.arange(4), [48, 32, 24, 16]), class_names=tuple("abcd"), name="rgb")
+  monkeypatch.setattr(sources, "load_source", lambda cfg: ds)
+  c = tiny_config(**{"model.name": "mobilenet_v1", "model.pretrained": str(path),
+                     "model.mobilenet_v1": {"alpha": 0.25}, "imbalance.profile": "none",
+                     "loss.instance_weights": "icost", "loss.icost.space": "backbone"})
+  data, folds, _ = folds_lib.load_data(c, lambda s: None)
+  setup = setup_lib.setup_fold(c, data, folds[0], mesh_lib.make_mesh())
+  features = keras_model.predict(setup.x["train"] * 2 - 1, verbose=0)
+  expected, _ = complexity.icost_weights(features, setup.y["train"], 4)
+  np.testing.assert_array_equal(setup.weights, expected)
+  inputs, _ = complexity.icost_weights(setup.x["train"], setup.y["train"], 4)
+  assert not np.array_equal(inputs, expected)

@@ -67,7 +67,7 @@ def _stop_after(line: str):
 
 def test_events_hold_the_fold_history_and_a_resume_replaces_steps(tmp_path):
   config = tiny_config(**{"train.epochs": 3, "checkpoint.keep_latest": 3,
-                          "report.progress": "off"})
+                          "checkpoint.min_interval_secs": 0.0, "report.progress": "off"})
   with pytest.raises(_Stop):   # stopped after fold 0's second epoch was saved and logged
     experiment.train_and_evaluate(config, tmp_path, log=_stop_after("fold 0 epoch   2/3"))
   shutil.rmtree(tmp_path / "fold_0" / "checkpoints" / "2")   # epoch 2 is trained again

@@ -265,8 +265,7 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
     log(f"  synthesis: the {s.budget} budget asks for no samples")
     return Synthesis(x[:0], y[:0], {"method": s.method, "requested": {}})
   fold_dir = files.as_path(cache_root) / f"fold_{fold_index}"
-  base = {k: config[k].to_dict() for k in ("data", "imbalance", "split")}
-  base.update(seed=config.seed, fold=fold_index)
+  base = _base(config, fold_index)
   own = s[s.method].to_dict()
   synth = {k: v for k, v in s.to_dict().items() if not isinstance(v, dict) and k not in _FREE}
   out_dir = fold_dir / f"samples_{_digest(base, synth, own, config.model.to_dict())}"
@@ -285,10 +284,7 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
       fold_dir / f"generator_{_digest(base, generator, classes)}", log,
       track.sub(f"fold_{fold_index}"))
   seed = config.seed * 1000 + fold_index
-  judge_cfg = {k: synth[k] for k in _JUDGE_KEYS}
-  space = _feature_space(config, x, y, len(names), (mean, std, mesh),
-                         fold_dir / f"judge_{_digest(base, judge_cfg, config.model.to_dict())}",
-                         seed, log)
+  space = feature_space(config, x, y, len(names), (mean, std, mesh), cache_root, fold_index, log)
   real_features = space(x)
   draw = lambda c, n, r: make(c, n, jax.random.fold_in(sample_key, r * len(names) + c)).astype(
       x.dtype)
@@ -325,20 +321,34 @@ def _log_request(s, names, real: np.ndarray, add: dict[int, int], log: Log) -> N
         "--config.synth.classes to leave them out)")
 
 
-def _feature_space(config, x, y, num_classes, placement, judge_dir, seed, log):
+def _base(config, fold_index: int) -> dict:
+  """What every cached artefact of a fold depends on: its data, split, seed and index."""
+  base = {k: config[k].to_dict() for k in ("data", "imbalance", "split")}
+  base.update(seed=config.seed, fold=fold_index)
+  return base
+
+
+def feature_space(config, x, y, num_classes, placement, cache_root, fold_index: int,
+                  log: Log = print) -> Callable[[np.ndarray], np.ndarray]:
   """rows -> the vectors the filter and the scores compare: the judge's features when
-  synth.judge_epochs (a classifier trained, or restored, on the real rows), else the pixels."""
+  synth.judge_epochs (a classifier trained on the real rows (x, y), or restored from
+  cache_root/fold_<k>/judge_<hash>; None: not cached), else the pixels. iCost's `space=judge`
+  uses it too."""
   s = config.synth
   if not s.judge_epochs:
     return lambda rows: rows.reshape(len(rows), -1).astype(np.float32)
   mean, std, mesh = placement
-  ckpt = checkpointing.FoldCheckpoints(judge_dir)
+  judge_cfg = {k: s[k] for k in _JUDGE_KEYS}
+  ckpt = None if cache_root is None else checkpointing.FoldCheckpoints(
+      files.as_path(cache_root) / f"fold_{fold_index}"
+      / f"judge_{_digest(_base(config, fold_index), judge_cfg, config.model.to_dict())}")
   try:
     return judge.train(config.model, x, y, num_classes, mean, std, mesh,
-                       epochs=s.judge_epochs, batch_size=s.judge_batch_size,
-                       learning_rate=1e-3, seed=seed, ckpt=ckpt, log=log).features
+                       epochs=s.judge_epochs, batch_size=s.judge_batch_size, learning_rate=1e-3,
+                       seed=config.seed * 1000 + fold_index, ckpt=ckpt, log=log).features
   finally:
-    ckpt.close()
+    if ckpt is not None:
+      ckpt.close()
 
 
 def _filtered_rows(s, draw, add: dict[int, int], space, real_features, y, seed):

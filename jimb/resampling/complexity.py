@@ -39,7 +39,10 @@ GROUPS = {
     "icost": (("pure", "safe", "border", "outlier"), (0.0, 1e-9, 0.5, 1.0)),
 }
 COSTS = {"napierala": (0.525, 0.875, 1.0, 0.1), "icost": (0.3, 0.75, 1.0, 0.1)}
-SPACES = ("inputs",)
+# Where neighbours are found (jimb.training.setup embeds the rows): the inputs themselves, the
+# synthesis judge's features (a classifier trained briefly on the fold's real training rows), or
+# the pretrained backbone's features before fine-tuning.
+SPACES = ("inputs", "judge", "backbone")
 
 
 def standardised(x: np.ndarray) -> np.ndarray:
@@ -96,16 +99,14 @@ def costs_of(spec: Any, scheme: str) -> np.ndarray:
 
 def icost_weights(x: np.ndarray, y: np.ndarray, num_classes: int, *, k: int = 5,
                   groups: str = "icost", costs: Sequence[float] | str | None = None,
-                  scale_by_ir: bool = True, space: str = "inputs") -> tuple[np.ndarray, dict]:
+                  scale_by_ir: bool = True) -> tuple[np.ndarray, dict]:
   """Per-row loss weights of a training part (x, y) and a report of the minority groups.
 
+  `x` holds the rows in the space neighbours are found in (the inputs or their features).
   A minority row of class c in group g weighs costs[g] * (n_max / n_c if scale_by_ir else 1);
   rows of the largest class weigh 1. Everything is fitted on (x, y) alone: pass only the
   training part. Report: {"groups": names, "counts": {class: per-group counts}, "ratio": IR_c}.
   """
-  if space not in SPACES:
-    raise ValueError(f"instance complexity in space {space!r} is not available; set "
-                     f"--config.loss.icost.space to one of {SPACES}")
   y = np.asarray(y)
   names = _checked(groups)[0]
   group_costs = costs_of(costs, groups)
@@ -123,3 +124,10 @@ def icost_weights(x: np.ndarray, y: np.ndarray, num_classes: int, *, k: int = 5,
     report["counts"][int(c)] = np.bincount(group[y[rows] == c], minlength=len(names)).tolist()
     report["ratio"][int(c)] = round(float(ratio[c]), 4)
   return weights.astype(np.float32), report
+
+
+def check_space(space: str) -> str:
+  if space not in SPACES:
+    raise ValueError(f"instance complexity in space {space!r} is not available; set "
+                     f"--config.loss.icost.space to one of {SPACES}")
+  return space

@@ -118,21 +118,24 @@ def train_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
   evaluate.positive_class(config, setup, class_names)   # refuses a bad rule before training
   channels = setup.x["train"].shape[-1]
   augment = augment_lib.make_augment(config.augment, channels) if setup.x["train"].ndim == 4 else None
-  train_step = step_lib.make_train_step(setup.graphdef, setup.tx, setup.loss.fn, augment,
-                                        setup.mesh, setup.loss.complement)
-  predict_fn = step_lib.make_predict(setup.graphdef, setup.mesh)
+  train_step = setup.jitted("train", lambda: step_lib.make_train_step(
+      setup.graphdef, setup.tx, setup.loss.fn, augment, setup.mesh, setup.loss.complement))
+  predict_fn = setup.jitted("predict", lambda: step_lib.make_predict(setup.graphdef, setup.mesh))
   mid = (checkpointing.FoldCheckpoints(ckpt.directory.parent / "checkpoints_mid")
          if tc.checkpoint_every_steps else None)
+  # Saves inside epochs resume from the epoch before them: then every epoch is saved.
+  interval = 0.0 if mid is not None else config.checkpoint.min_interval_secs
   train_time = 0.0
   while True:
     state, meta = _resume(setup, ckpt, mid, _new_meta(config, setup), log)
+    saver = checkpointing.Throttled(ckpt, interval)
     writer = track.writer(purge_step=meta["epoch"] * setup.sampler.steps_per_epoch + 1)
     bars = (track.bar(tc.epochs, f"fold {setup.fold.index}", meta["epoch"], "epoch"),
             track.bar(setup.sampler.steps_per_epoch, "  steps"))
     try:
       while meta["epoch"] < tc.epochs and not meta["stopped_early"]:
         t0 = time.perf_counter()
-        state = _fit_epoch(config, setup, ckpt, mid, train_step, predict_fn, state, meta, log,
+        state = _fit_epoch(config, setup, saver, mid, train_step, predict_fn, state, meta, log,
                            writer, bars)
         train_time += time.perf_counter() - t0
     finally:
@@ -181,7 +184,7 @@ def _check_divergence(setup: FoldSetup, meta: dict, epoch: int, loss: float, log
         "--config.optim.grad_clip=1.0, in a new --workdir")
 
 
-def _fit_epoch(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
+def _fit_epoch(config, setup: FoldSetup, saver: checkpointing.Throttled,
                mid: checkpointing.FoldCheckpoints | None, train_step, predict_fn, state,
                meta: dict, log: Log, writer=tracking.NullWriter(),
                bars=(tracking.NullBar(), tracking.NullBar())):
@@ -196,9 +199,10 @@ def _fit_epoch(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
                                     bars[1])
   loss = float(np.mean(np.asarray(step_losses, np.float32)))
   if not math.isfinite(loss):
-    kept = (f"checkpoints up to epoch {epoch} are kept in {ckpt.directory}, so change the "
-            "config in a new --workdir" if epoch else "no epoch had finished, so this --workdir "
-            "may be used again")
+    saved = saver.ckpt.latest_epoch()
+    kept = (f"checkpoints up to epoch {saved} are kept in {saver.ckpt.directory}, so change "
+            "the config in a new --workdir" if saved else "no epoch was saved, so this "
+            "--workdir may be used again")
     raise FloatingPointError(
         f"fold {setup.fold.index} epoch {epoch + 1}: training loss is {loss}. Lower "
         f"--config.optim.learning_rate or set --config.optim.grad_clip=1.0; {kept}")
@@ -212,13 +216,15 @@ def _fit_epoch(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
     record["val"] = {m: val[m] for m in metrics.METRIC_NAMES}
   else:
     value = float(epoch + 1)  # no validation part: the last epoch is the one kept
-  if meta["best_value"] is None or value > meta["best_value"]:
+  best = meta["best_value"] is None or value > meta["best_value"]
+  if best:
     meta["best_value"], meta["best_epoch"] = value, epoch + 1
   meta["history"].append(record)
   meta["epoch"] = epoch + 1
   meta["stopped_early"] = bool(tc.patience and has_val
                                and meta["epoch"] - meta["best_epoch"] >= tc.patience)
-  ckpt.save(meta["epoch"], state, meta, value)
+  saver.save(meta["epoch"], state, meta, value, best,
+             final=meta["stopped_early"] or meta["epoch"] == tc.epochs)
   steps = setup.sampler.steps_per_epoch
   writer.series("train/loss", step_losses, epoch * steps + 1)
   writer.scalars({"train/epoch_loss": loss,
@@ -248,7 +254,7 @@ def finish_fold(config, setup: FoldSetup, ckpt: checkpointing.FoldCheckpoints,
     raise checkpointing.CheckpointError(
         f"fold {setup.fold.index} has no finished epoch in {ckpt.directory}; train it with --mode=train")
   state, _ = ckpt.restore(meta["best_epoch"], checkpointing.abstract_like(setup.init_state))
-  predict_fn = step_lib.make_predict(setup.graphdef, setup.mesh)
+  predict_fn = setup.jitted("predict", lambda: step_lib.make_predict(setup.graphdef, setup.mesh))
   parts = evaluate.post_hoc_parts(config)
   probs = {p: evaluate.predict(setup, predict_fn, state, p, config.train.eval_batch_size)
            for p in parts}
