@@ -183,10 +183,11 @@ def test_ema_warms_up_then_decays_at_ema_decay():
                              [0.1, 2 / 11, 0.5, 0.5, 0.5], rtol=1e-6)
   x, y = toy(16)
   graph, state = ddpm.init_state(spec, jax.random.key(0))
+  step = jax.jit(ddpm.train_step, static_argnums=(0, 1))
   expected = leaves(state.ema)
   for t in range(12):
-    state, _ = ddpm.train_step(spec, graph, state, jnp.asarray(x), jnp.asarray(y),
-                               jnp.arange(8) + t % 2 * 8, jax.random.key(t))
+    state, _ = step(spec, graph, state, jnp.asarray(x), jnp.asarray(y),
+                    jnp.arange(8) + t % 2 * 8, jax.random.key(t))
     d = min(0.5, (1 + t) / (10 + t))
     expected = [d * e + (1 - d) * p for e, p in zip(expected, leaves(state.params))]
   for a, b in zip(leaves(state.ema), expected, strict=True):
