@@ -104,14 +104,15 @@ def pool_weights(config, pool: pool_lib.TrainingPool, num_classes: int, fold_ind
 
 
 def icost_embedding(config, pool: pool_lib.TrainingPool, num_classes: int, fold_index: int,
-                    placement: tuple, graphdef, state: step_lib.TrainState,
+                    placement: tuple, features: Callable, state: step_lib.TrainState,
                     synth_root: str | os.PathLike | None, log: Log = print
                     ) -> Callable[[np.ndarray], np.ndarray] | None:
   """rows -> the features `loss.icost.space` finds neighbours in (None: the inputs).
 
   `judge`: the synthesis judge (synth.judge_epochs of the experiment's model on the fold's real
   training rows, cached under `synth_root` and shared with the synthesis stage); `backbone`: the
-  penultimate features of the pretrained model before fine-tuning (`state`). Pixels are a poor
+  penultimate features (`features`, the run's jitted program) of the pretrained model before
+  fine-tuning (`state`). Pixels are a poor
   space for images: two views of one lesion may be far apart and two lesions close.
   """
   if config.loss.instance_weights != "icost":
@@ -132,7 +133,6 @@ def icost_embedding(config, pool: pool_lib.TrainingPool, num_classes: int, fold_
                        "backbone's features, but this model starts from random weights; set "
                        "--config.model.pretrained (e.g. imagenet) or use "
                        "--config.loss.icost.space=judge")
-    features = step_lib.make_features(graphdef, mesh)
     return lambda rows: step_lib.apply_batched(features, state, rows, mean, std, mesh,
                                                config.train.eval_batch_size)
   return None
@@ -194,7 +194,9 @@ def setup_fold(config, ds: Dataset, fold: Fold, mesh: jax.sharding.Mesh,
                                               shape, ds.num_classes)
     state = mesh_lib.replicate(state.replace(params=params, rest=rest), mesh)
   mean, std = mesh_lib.replicate((np.asarray(mean), np.asarray(std)), mesh)
-  embed = icost_embedding(config, pool, ds.num_classes, fold.index, (mean, std, mesh), graphdef,
+  features = programs.get(("features", program),
+                          lambda: step_lib.make_features(graphdef, mesh))
+  embed = icost_embedding(config, pool, ds.num_classes, fold.index, (mean, std, mesh), features,
                           state, synth_root, log)
   weights = pool_weights(config, pool, ds.num_classes, fold.index, log, embed)
   return FoldSetup(fold, ds.num_classes, x, y, mean, std, pool, sampler, loss, graphdef, state,

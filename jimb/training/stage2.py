@@ -81,8 +81,8 @@ def _feature_resample(config, setup, predict_fn, state, parts):
 
 def _train_features(config, setup, state) -> np.ndarray:
   """The frozen backbone's features of the real training rows."""
-  return evaluate.batched(setup, step_lib.make_features(setup.graphdef, setup.mesh), state,
-                          "train", config.train.eval_batch_size)
+  features = setup.jitted("features", lambda: step_lib.make_features(setup.graphdef, setup.mesh))
+  return evaluate.batched(setup, features, state, "train", config.train.eval_batch_size)
 
 
 def _retrained(config, setup, predict_fn, state, features, labels, parts,
