@@ -8,6 +8,7 @@ from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline
 import numpy as np
 import pytest
+from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
 from jimb.resampling import smote_jax
@@ -83,6 +84,27 @@ def test_original_rows_come_first_unchanged_then_synthetic_rows_by_class():
   new_labels = y_res[len(y):]
   np.testing.assert_array_equal(new_labels, np.sort(new_labels))
   assert collections.Counter(new_labels) == {1: 180, 2: 263, 3: 290}
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_input_gives_imblearns_rows_in_its_format(fmt):
+  X, y = _data()
+  X[X < 11] = 0  # a third of the entries
+  X_sparse = sparse.csr_matrix(X).asformat(fmt)
+  X_ref, y_ref = SMOTE(random_state=2).fit_resample(X_sparse, y)
+  X_res, y_res = JaxSMOTE(random_state=2, block_size=32).fit_resample(X_sparse, y)
+  assert X_res.format == fmt
+  np.testing.assert_array_equal(y_res, y_ref)
+  np.testing.assert_allclose(X_res.toarray(), X_ref.toarray(), rtol=1e-6, atol=1e-5)
+
+
+def test_balanced_data_comes_back_unchanged():
+  X, y = _data(counts=(40, 40))
+  sampler = JaxSMOTE(random_state=0)
+  X_res, y_res = sampler.fit_resample(X, y)
+  np.testing.assert_array_equal(X_res, X)
+  np.testing.assert_array_equal(y_res, y)
+  assert not sampler.synthetic_mask_.any()
 
 
 def test_random_state_decides_the_samples():
