@@ -245,7 +245,7 @@ def base_config() -> ml_collections.ConfigDict:
           dropout=0.1,
           timesteps=1000,            # T
           sample_steps=50,           # DDIM steps
-          eta=0.0,                   # DDIM: 0 deterministic, 1 the DDPM's noise
+          eta=1.0,                   # DDIM: 0 deterministic, 1 the DDPM's noise (see ddpm.py)
           steps=2000, batch_size=64,
           learning_rate=2e-4, warmup_steps=100, grad_clip=1.0,
           ema_decay=0.999,           # samples come from this moving average of the weights

@@ -1,6 +1,7 @@
 """DDPM: the cosine schedule and q(x_t | x_0) against NumPy, DDIM exact with the ideal denoiser
-and deterministic at eta 0, training lowers the loss, the mesh and resumed runs equal one plain
-run, and synthesis through the registry meets its budget with a grid and scores."""
+and deterministic given its key, training lowers the loss, the mesh and resumed runs equal one
+plain run, synthesis through the registry meets its budget with a grid and scores, and another
+sampler reuses the trained model."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def test_training_lowers_the_loss(trained):
   assert losses[-1] < 0.6 * losses[0], losses
 
 
-def test_ddim_at_eta_zero_is_deterministic_given_the_key(trained):
+def test_sampling_is_deterministic_given_the_key(trained):
   a = ddpm.sample(trained, 1, 5, jax.random.key(3))
   b = ddpm.sample(trained, 1, 5, jax.random.key(3))
   c = ddpm.sample(trained, 1, 5, jax.random.key(4))
@@ -148,8 +149,10 @@ def test_config_block_and_bad_options_name_the_fix():
     ddpm.train(ddpm.DDPMSpec(IMAGE, 2, **TINY), x * 255, y, jax.random.key(0), log=QUIET)
 
 
-def test_synthesis_through_the_registry_meets_the_budget(tmp_path):
+def test_synthesis_through_the_registry_meets_the_budget_and_a_new_sampler_reuses_the_model(
+    tmp_path):
   c = tiny_config(**{"split.folds": 2, "split.only_folds": "0", "train.epochs": 1,
+                     "synth.cache_dir": str(tmp_path / "cache"),
                      "synth.method": "ddpm", "synth.ddpm.widths": "8,16",
                      "synth.ddpm.embed_dim": 16, "synth.ddpm.steps": 3,
                      "synth.ddpm.batch_size": 16, "synth.ddpm.sample_steps": 4,
@@ -168,11 +171,24 @@ def test_synthesis_through_the_registry_meets_the_budget(tmp_path):
   assert set(report["scores"]) == set(report["requested"])
   for scores in report["scores"].values():
     assert {"fid", "precision", "recall"} <= set(scores)
-  directory = tmp_path / "run" / "synthesis" / "fold_0"
+  directory = tmp_path / "cache" / "fold_0"
   [grid] = directory.glob("samples_*/grid.png")
   assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   [losses] = json.loads(next(directory.glob("samples_*/losses.json")).read_text())
   assert losses["models"] == ["7", "8", "9"][:len(losses["models"])] and losses["loss"]
+
+  # Another eta samples again from the same trained model; more steps train a new one.
+  lines = []
+  c.synth.ddpm.eta = 0.0
+  again = experiment.train_and_evaluate(c, tmp_path / "run_eta0", log=lines.append)
+  assert len(list(directory.glob("generator_*"))) == 1
+  assert len(list(directory.glob("samples_*"))) == 2
+  assert any("ddpm: resumed from step 3" in line for line in lines)
+  assert not any("ddpm step" in line for line in lines)
+  assert again["folds"][0]["synthesis"]["requested"] == report["requested"]
+  c.synth.ddpm.steps = 4
+  experiment.train_and_evaluate(c, tmp_path / "run_steps4", log=QUIET)
+  assert len(list(directory.glob("generator_*"))) == 2
 
 
 def test_ema_warms_up_then_decays_at_ema_decay():

@@ -12,7 +12,8 @@ cache_dir/fold_<k>/
   judge_<hash>/                    the judge classifier (jimb.generative.judge)
   samples_<hash>/samples.npz       the kept synthetic rows; report.json; grid.png (real vs synthetic)
 A repeated or resumed run with the same keys loads these instead of training again; a run
-that changes only the budget or the filter reuses the generators and the judge.
+that changes only the budget, the filter or the sampler (e.g. the DDPM's eta) reuses the
+generators and the judge.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Synthesis:
 class _GANs:
   """dcgan, lsgan, wgan_gp: one GAN per class to top up; cgan: one conditional GAN for all."""
   spec: gan.GANSpec
+  sampling_options = ()
 
   @classmethod
   def build(cls, kind: str, block: dict, sample_shape: tuple, num_classes: int) -> _GANs:
@@ -84,6 +86,7 @@ class _CycleGANs:
   spec: cyclegan.CycleSpec
   source_class: str
   one_model = False
+  sampling_options = ()
 
   @classmethod
   def build(cls, block: dict, sample_shape: tuple, num_classes: int) -> _CycleGANs:
@@ -127,6 +130,7 @@ class _DDPM:
   spec: ddpm.DDPMSpec
   conv = True
   one_model = True
+  sampling_options = ddpm.SAMPLING_OPTIONS
 
   @classmethod
   def build(cls, block: dict, sample_shape: tuple, num_classes: int) -> _DDPM:
@@ -142,9 +146,10 @@ class _DDPM:
 
 # Each entry builds the method's generators from its block synth.<method> (its defaults are in
 # jimb/config.py), refusing options it does not take. The generators tell whether their nets are
-# `conv`, whether they are `one_model` for every class, the class they translate `source`s from,
-# and `train(x, y, group, source, names, key, keys, **loop options)` -> (loss history, draw),
-# where `key` is the fold's generator key and `keys` hold one per class of `group`.
+# `conv`, whether they are `one_model` for every class, which of their options only change the
+# sampler (`sampling_options`: not in the trained models' cache key), the class they translate
+# `source`s from, and `train(x, y, group, source, names, key, keys, **loop options)` -> (loss
+# history, draw), where `key` is the fold's generator key and `keys` hold one per class of `group`.
 METHODS = Registry("synthesis method", {
     **{kind: functools.partial(_GANs.build, kind) for kind in gan.KINDS},
     "cyclegan": _CycleGANs.build,
@@ -275,7 +280,8 @@ def synthesise(config, x: np.ndarray, y: np.ndarray, class_names, fold_index: in
     log(f"  synthesis: {len(samples['y'])} rows loaded from {out_dir}")
     return Synthesis(samples["x"], samples["y"], report)
 
-  generator = {"method": s.method, **own, "stacked": stacked(config, generators)}
+  trained_by = {k: v for k, v in own.items() if k not in generators.sampling_options}
+  generator = {"method": s.method, **trained_by, "stacked": stacked(config, generators)}
   key = jax.random.fold_in(jax.random.key(config.seed), fold_index)
   gen_key, sample_key = jax.random.split(key)
   _log_request(s, names, np.bincount(y, minlength=len(names)), add, log)
