@@ -18,7 +18,7 @@ from jimb import checkpointing
 from jimb import config as config_lib
 from jimb import experiment
 from jimb import mesh as mesh_lib
-from jimb.generative import ddpm
+from jimb.generative import ddpm, unet
 
 IMAGE = (8, 8, 1)
 TINY = dict(widths=(8, 16), res_blocks=1, embed_dim=16, timesteps=100, sample_steps=5,
@@ -85,6 +85,14 @@ def trained():
   x, y = toy()
   spec = ddpm.DDPMSpec(IMAGE, 2, steps=60, learning_rate=2e-3, **{**TINY, "batch_size": 16})
   return ddpm.train(spec, x, y, jax.random.key(0), log_every=10, log=QUIET)
+
+
+def test_group_norm_groups_hold_several_channels():
+  """One channel per group would be instance norm, blind to an image's brightness."""
+  for c in range(4, 513):
+    groups = unet.group_count(c)
+    assert c % groups == 0 and groups <= 32 and c // groups >= 4, c
+  assert [unet.group_count(c) for c in (8, 32, 64, 96, 128, 256)] == [2, 8, 16, 24, 32, 32]
 
 
 def test_training_lowers_the_loss(trained):

@@ -5,10 +5,10 @@ in, per level `res_blocks` residual blocks then a stride-2 conv down (not after 
 two residual blocks in the middle, per level `res_blocks + 1` residual blocks on the
 concatenated skips then nearest-neighbour upsampling and a 3x3 conv, GroupNorm + SiLU + a 3x3
 conv out. Residual blocks are GroupNorm, SiLU, conv, GroupNorm scaled and shifted by the projected
-embedding (improved-diffusion's `use_scale_shift_norm`: an embedding added before the norm is
-erased when a group holds one channel, as in narrow nets), SiLU, dropout, conv, and a 1x1 conv
-on the skip when the width changes; their last conv and the output
-conv start at zero, so the net starts as the identity on each block. The timestep enters as the
+embedding (improved-diffusion's `use_scale_shift_norm`), SiLU, dropout, conv, and a 1x1 conv on
+the skip when the width changes; their last conv and the output conv start at zero, so the net
+starts as the identity on each block. GroupNorm has at most 32 groups of at least 4 channels
+(`group_count`; Ho et al.'s 32 from 128 channels on). The timestep enters as the
 Transformer's sinusoidal embedding (widths[0] features) through a two-layer SiLU MLP to
 `embed_dim`; the class enters as a learned embedding added to it (improved-diffusion's
 `label_emb`, Nichol & Dhariwal 2021). Dropout takes an explicit key, so a step is a pure
@@ -54,8 +54,19 @@ def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
   return jnp.pad(emb, ((0, 0), (0, dim - 2 * half)))
 
 
+def group_count(c: int) -> int:
+  """GroupNorm's groups for `c` channels: at most 32 (Ho et al.'s, at 128 and more channels), of
+  at least 4 channels each where c allows.
+
+  A group of one channel is instance norm: it subtracts each image's mean of that channel, so
+  no block can see how bright an image is. With 32 groups on widths 32, 64, a DDPM trained on
+  PneumoniaMNIST sampled images whose mean brightness spread 5x as widely as the real ones'.
+  """
+  return max(g for g in range(1, 33) if c % g == 0 and (c // g >= 4 or g == 1))
+
+
 def _group_norm(c: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
-  return nnx.GroupNorm(c, num_groups=math.gcd(32, c), epsilon=1e-6, rngs=rngs)
+  return nnx.GroupNorm(c, num_groups=group_count(c), epsilon=1e-6, rngs=rngs)
 
 
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
