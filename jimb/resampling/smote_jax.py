@@ -249,9 +249,9 @@ class JaxSMOTE(BaseOverSampler):
     """Writes the synthetic rows of every class in `targets` into `out`, in class order.
 
     `prepare()` (copy X into the output, fault in its pages) runs on a thread while the
-    neighbours are searched: the first touch of a fresh output of hundreds of MB costs as much
-    as the search on a VM (0.1-0.7 s for 300 MB here, varying with the host), and done by the
-    interpolation it came on top.
+    neighbours are searched: the first touch of a fresh output of hundreds of MB can cost as
+    much as the search on a VM (0.1-0.7 s for 300 MB here, varying with the host), and when the
+    interpolation touched it first, that time came on top.
     """
     if not targets:
       prepare()
