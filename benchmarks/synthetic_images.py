@@ -38,6 +38,13 @@ def main():
   parser.add_argument("workdirs", nargs="+", help="finished runs with synthetic samples")
   parser.add_argument("--split", type=int, default=0, help="the npz split the runs trained on")
   args = parser.parse_args()
+  samples_of = {w: sorted(pathlib.Path(w).glob("synthesis/fold_*/samples_*/samples.npz"))
+                for w in args.workdirs}
+  for workdir, found in samples_of.items():
+    if not found:
+      raise SystemExit(f"{workdir} holds no synthesis/fold_*/samples_*/samples.npz: pass the "
+                       "--workdir of a finished run with a synth.method (its synth.cache_dir "
+                       "if it set one)")
   data = np.load(args.npz)
   names = [str(n) for n in data["class_names"]]
   chosen = data["split"] == args.split
@@ -46,8 +53,8 @@ def main():
   for c in range(len(names)):
     real = data["images"][chosen & (data["labels"] == c)].astype(np.float32) / 255.0
     printed = False
-    for workdir in args.workdirs:
-      for path in sorted(pathlib.Path(workdir).glob("synthesis/fold_*/samples_*/samples.npz")):
+    for workdir, found in samples_of.items():
+      for path in found:
         samples = np.load(path)
         synthetic = samples["x"][samples["y"] == c]
         if not len(synthetic):

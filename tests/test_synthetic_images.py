@@ -8,6 +8,7 @@ import pathlib
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("synthetic_images",
@@ -41,3 +42,10 @@ def test_rows_count_noisy_samples_against_the_roughest_real_image(tmp_path, monk
   assert lines[2].startswith("| real b | 4 | 0.500 +- 0.000 |")
   assert lines[3].endswith("| 25.0 % |") and "| 4 |" in lines[3]
   assert len(lines) == 4   # class a has no synthetic samples: no rows
+
+
+def test_a_workdir_without_samples_is_an_error_naming_it(tmp_path, monkeypatch):
+  monkeypatch.setattr(sys, "argv", ["synthetic_images.py", str(tmp_path / "x.npz"),
+                                    str(tmp_path / "plain_run")])
+  with pytest.raises(SystemExit, match="plain_run holds no synthesis/fold_"):
+    synthetic_images.main()
